@@ -1,0 +1,3 @@
+//! The engine's unsafe leaf modules: memory mappings and raw submission.
+
+pub(crate) mod arena;
