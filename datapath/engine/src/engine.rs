@@ -111,7 +111,8 @@ impl ReactorHandle {
     /// reactor.
     ///
     /// # Errors
-    /// [`EngineError::Stopped`] if the reactor stopped before the future finished.
+    /// [`EngineError::Stopped`] if the reactor stopped before the future finished,
+    /// [`EngineError::TaskLost`] if the future panicked.
     pub fn block_on<F, Fut>(&self, f: F) -> Result<Fut::Output, EngineError>
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -122,9 +123,13 @@ impl ReactorHandle {
             crate::reactor::try_current().is_none(),
             "block_on called on a reactor thread"
         );
-        self.spawn(f)?
-            .wait()
-            .map_err(|Closed| EngineError::Stopped(self.shared.index))
+        self.spawn(f)?.wait().map_err(|Closed| {
+            if self.shared.is_stopped() {
+                EngineError::Stopped(self.shared.index)
+            } else {
+                EngineError::TaskLost(self.shared.index)
+            }
+        })
     }
 }
 

@@ -52,4 +52,6 @@ pub enum EngineError {
     FixedFilesFull(u32),
     /// reactor {0} has stopped
     Stopped(usize),
+    /// the task sent to reactor {0} panicked or was cancelled before it finished
+    TaskLost(usize),
 }

@@ -111,6 +111,8 @@ pub struct ReactorStats {
     pub messages: AtomicU64,
     /// Doorbells rung for this reactor (eventfd writes and MSG_RINGs).
     pub wakeups: AtomicU64,
+    /// Tasks and messages that panicked (and were dropped).
+    pub task_panics: AtomicU64,
 }
 
 /// The thread-safe half of a reactor.
@@ -719,7 +721,19 @@ impl Reactor {
             let Some(runnable) = self.shared.runq.pop() else {
                 break;
             };
-            runnable.run();
+            // A panicking task is a bug, but one connection's bug must not take every volume
+            // on this core down with it: the task is dropped (its join handle reports
+            // `Cancelled`), the panic is logged and counted, and the reactor goes on.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run())).is_err() {
+                self.shared
+                    .stats
+                    .task_panics
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    reactor = self.shared.index,
+                    "a task panicked; it was dropped"
+                );
+            }
             ran += 1;
         }
         if ran > 0 {
@@ -735,7 +749,13 @@ impl Reactor {
     fn run_messages(&self) -> usize {
         let mut ran = 0;
         while let Some(msg) = self.shared.inbox.pop() {
-            msg();
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(msg)).is_err() {
+                self.shared
+                    .stats
+                    .task_panics
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(reactor = self.shared.index, "a cross-core message panicked");
+            }
             ran += 1;
         }
         if ran > 0 {

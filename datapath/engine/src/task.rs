@@ -74,7 +74,7 @@ impl<T> std::fmt::Debug for JoinHandle<T> {
     }
 }
 
-/// A spawned task was cancelled (its reactor shut down) before it finished.
+/// A spawned task was cancelled (its reactor shut down) or panicked before it finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, displaydoc::Display, thiserror::Error)]
 pub struct Cancelled;
 
@@ -94,10 +94,13 @@ impl<T> Future for JoinHandle<T> {
     }
 }
 
-/// Marks the join state cancelled if the task's future is dropped before finishing.
+/// Marks the join state cancelled if the task's future is dropped before finishing (shutdown,
+/// or a panic while polling), and in every case queues the task's slot for reaping.
 struct CancelGuard<T> {
     state: Rc<RefCell<JoinState<T>>>,
     done: bool,
+    key: usize,
+    reactor: std::rc::Weak<Reactor>,
 }
 
 impl<T> CancelGuard<T> {
@@ -117,6 +120,9 @@ impl<T> Drop for CancelGuard<T> {
             if let Some(w) = waker {
                 w.wake();
             }
+        }
+        if let Some(r) = self.reactor.upgrade() {
+            r.tasks.finished.borrow_mut().push(self.key);
         }
     }
 }
@@ -144,10 +150,11 @@ where
         cancelled: false,
     }));
     let key = reactor.tasks.live.borrow().vacant_key();
-    let weak = Rc::downgrade(reactor);
     let mut guard = CancelGuard {
         state: state.clone(),
         done: false,
+        key,
+        reactor: Rc::downgrade(reactor),
     };
     let wrapped = async move {
         let out = fut.await;
@@ -159,9 +166,6 @@ where
         guard.disarm();
         if let Some(w) = waker {
             w.wake();
-        }
-        if let Some(r) = weak.upgrade() {
-            r.tasks.finished.borrow_mut().push(key);
         }
     };
     let shared = reactor.shared.clone();

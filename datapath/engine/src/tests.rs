@@ -306,3 +306,26 @@ fn fixed_buffer_file_io_round_trips() {
     assert!(data[8192..12288].iter().all(|&b| b == 0x5a));
     assert!(data[..8192].iter().all(|&b| b == 0));
 }
+
+#[test]
+fn a_panicking_task_is_dropped_and_the_reactor_goes_on() {
+    let e = engine(1);
+    let r = e.reactor(0);
+    let lost = r.block_on(|| async {
+        let h = crate::spawn(async {
+            crate::yield_now().await;
+            panic!("deliberate test panic");
+        });
+        h.await
+    });
+    assert_eq!(
+        lost.expect("the awaiting task survives"),
+        Err(crate::Cancelled)
+    );
+    assert!(matches!(
+        r.block_on(|| async { panic!("deliberate test panic") }),
+        Err(EngineError::TaskLost(0))
+    ));
+    assert_eq!(r.stats().task_panics.load(Ordering::Relaxed), 2);
+    assert_eq!(r.block_on(|| async { 7 }).expect("still serving"), 7);
+}

@@ -116,6 +116,14 @@ impl Sleep {
     pub fn deadline(&self) -> Instant {
         self.deadline
     }
+
+    /// Moves the deadline (earlier or later); the sleep is pending again until then.
+    pub fn reset(&mut self, deadline: Instant) {
+        if let Some(id) = self.id.take() {
+            self.reactor.timers.cancel(id);
+        }
+        self.deadline = deadline;
+    }
 }
 
 impl Future for Sleep {

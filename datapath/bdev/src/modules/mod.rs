@@ -1,0 +1,7 @@
+//! Block device modules, each a sibling behind the [`crate::Bdev`] trait.
+
+pub mod delay;
+pub mod error;
+pub mod malloc;
+pub mod null;
+pub mod uring;
