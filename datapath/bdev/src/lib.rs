@@ -44,7 +44,7 @@ pub mod modules;
 
 use std::rc::Rc;
 
-pub use config::{BdevConfig, BdevSet};
+pub use config::{BdevConfig, BdevSet, ByteSize};
 pub use error::{BdevError, IoError};
 pub use io::{ChannelImpl, IoChannel, IoFuture, IoKind, IoRequest, IoSlot, IoVecs};
 

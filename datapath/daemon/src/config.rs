@@ -1,0 +1,245 @@
+//! The datapath's TOML configuration.
+//!
+//! ```toml
+//! [engine]
+//! cores = 2            # reactors on CPUs 0 and 1; or `cpus = [2, 3]`
+//! pin = true
+//! busy_poll = false
+//! ring_entries = 512
+//!
+//! [engine.buffers]     # per reactor, registered with its ring
+//! small_count = 2048   # 8 KiB buffers
+//! large_count = 256    # 128 KiB buffers
+//!
+//! [[bdev]]
+//! module = "uring"
+//! name = "pool0"
+//! path = "/var/lib/basalt/pool.img"
+//! ```
+//!
+//! Unknown keys are errors, so a misspelt setting is never silently ignored.
+
+use std::path::Path;
+
+use basalt_bdev::BdevConfig;
+use basalt_engine::{BufPoolConfig, EngineConfig, ReactorConfig};
+
+use crate::DatapathError;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatapathConfig {
+    /// Reactors and their resources.
+    #[serde(default)]
+    pub engine: EngineSection,
+    /// Block devices, in order (a stacked bdev names a base declared above it).
+    #[serde(default, rename = "bdev")]
+    pub bdevs: Vec<BdevConfig>,
+}
+
+/// `[engine]`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    /// Number of reactors, on CPUs `0..cores`. Exclusive with `cpus`.
+    pub cores: Option<usize>,
+    /// The CPUs to run reactors on, one reactor each. Exclusive with `cores`.
+    pub cpus: Option<Vec<usize>>,
+    /// Pin each reactor thread to its CPU.
+    pub pin: bool,
+    /// Spin instead of sleeping when idle: lowest latency, one busy core per reactor.
+    pub busy_poll: bool,
+    /// Submission-queue entries per ring (a power of two).
+    pub ring_entries: u32,
+    /// Registered buffers per reactor.
+    pub buffers: BuffersSection,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        let r = ReactorConfig::default();
+        EngineSection {
+            cores: None,
+            cpus: None,
+            pin: true,
+            busy_poll: r.busy_poll,
+            ring_entries: r.ring_entries,
+            buffers: BuffersSection::default(),
+        }
+    }
+}
+
+/// `[engine.buffers]`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuffersSection {
+    /// Number of small (8 KiB) buffers per reactor.
+    pub small_count: usize,
+    /// Number of large (128 KiB) buffers per reactor.
+    pub large_count: usize,
+}
+
+impl Default for BuffersSection {
+    fn default() -> Self {
+        let b = BufPoolConfig::default();
+        BuffersSection {
+            small_count: b.small_count,
+            large_count: b.large_count,
+        }
+    }
+}
+
+impl DatapathConfig {
+    /// Parses TOML text.
+    ///
+    /// # Errors
+    /// [`DatapathError::Parse`] with the line and column of the problem.
+    pub fn parse(text: &str) -> Result<DatapathConfig, DatapathError> {
+        toml::from_str(text).map_err(|e| DatapathError::Parse(e.to_string()))
+    }
+
+    /// Reads and parses a file.
+    ///
+    /// # Errors
+    /// The file cannot be read or does not parse.
+    pub fn load(path: &Path) -> Result<DatapathConfig, DatapathError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DatapathError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        DatapathConfig::parse(&text).map_err(|e| match e {
+            DatapathError::Parse(msg) => DatapathError::ParseFile {
+                path: path.to_owned(),
+                msg,
+            },
+            other => other,
+        })
+    }
+
+    /// The engine settings this configuration asks for, checked.
+    ///
+    /// # Errors
+    /// [`DatapathError::Config`] naming the first problem.
+    pub fn engine_config(&self) -> Result<EngineConfig, DatapathError> {
+        let e = &self.engine;
+        let cpus = match (e.cores, &e.cpus) {
+            (Some(_), Some(_)) => {
+                return Err(DatapathError::Config(
+                    "engine.cores and engine.cpus are exclusive; set one".into(),
+                ));
+            }
+            (Some(0), None) => {
+                return Err(DatapathError::Config(
+                    "engine.cores must be at least 1".into(),
+                ));
+            }
+            (Some(n), None) => (0..n).collect(),
+            (None, Some(list)) => list.clone(),
+            (None, None) => vec![0],
+        };
+        let online = std::thread::available_parallelism().map_or(1, usize::from);
+        if e.pin
+            && let Some(&cpu) = cpus.iter().find(|&&c| c >= online)
+        {
+            return Err(DatapathError::Config(format!(
+                "cpu {cpu} does not exist here ({online} online); lower engine.cores or \
+                 engine.cpus, or set engine.pin = false"
+            )));
+        }
+        let cfg = EngineConfig {
+            cpus,
+            pin: e.pin,
+            reactor: ReactorConfig {
+                ring_entries: e.ring_entries,
+                busy_poll: e.busy_poll,
+                buffers: BufPoolConfig {
+                    small_count: e.buffers.small_count,
+                    large_count: e.buffers.large_count,
+                    ..BufPoolConfig::default()
+                },
+                ..ReactorConfig::default()
+            },
+        };
+        cfg.validate()
+            .map_err(|err| DatapathError::Config(err.to_string()))?;
+        if e.buffers.small_count == 0 || e.buffers.large_count == 0 {
+            return Err(DatapathError::Config(
+                "engine.buffers counts must be at least 1".into(),
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let cfg = DatapathConfig::parse("").expect("parses");
+        assert_eq!(cfg, DatapathConfig::default());
+        let e = cfg.engine_config().expect("valid");
+        assert_eq!(e.cpus, vec![0]);
+        assert!(e.pin);
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let cfg = DatapathConfig::parse(
+            r#"
+            [engine]
+            cores = 1
+            pin = false
+            busy_poll = true
+            ring_entries = 256
+            [engine.buffers]
+            small_count = 64
+            large_count = 8
+
+            [[bdev]]
+            module = "malloc"
+            name = "ram0"
+            size = "64M"
+            block_size = 4096
+
+            [[bdev]]
+            module = "delay"
+            name = "slow"
+            base = "ram0"
+            read_us = 100
+            "#,
+        )
+        .expect("parses");
+        let e = cfg.engine_config().expect("valid");
+        assert_eq!(e.reactor.ring_entries, 256);
+        assert!(e.reactor.busy_poll);
+        assert_eq!(e.reactor.buffers.large_count, 8);
+        assert_eq!(cfg.bdevs.len(), 2);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = |text: &str| {
+            DatapathConfig::parse(text)
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(err("[engine]\ncore = 2\n").contains("unknown field `core`"));
+        assert!(err("[[bdev]]\nmodule = \"floppy\"\nname = \"a\"\n").contains("floppy"));
+        assert!(err("[engine]\ncores = \"two\"\n").contains("invalid type"));
+        let cfg = |text: &str| {
+            DatapathConfig::parse(text)
+                .expect("parses")
+                .engine_config()
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(cfg("[engine]\ncores = 1\ncpus = [0]\n").contains("exclusive"));
+        assert!(cfg("[engine]\ncores = 0\n").contains("at least 1"));
+        assert!(cfg("[engine]\ncpus = [100000]\n").contains("does not exist"));
+        assert!(cfg("[engine]\nring_entries = 100\n").contains("power of two"));
+        assert!(cfg("[engine.buffers]\nlarge_count = 0\n").contains("at least 1"));
+    }
+}
