@@ -20,6 +20,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -145,6 +146,8 @@ pub fn pending_on_this_core() -> usize {
 #[derive(Debug)]
 pub struct IoSlot {
     index: u32,
+    /// Slots index this core's table: an `IoSlot` must not move to another thread.
+    _core_local: PhantomData<*const ()>,
 }
 
 impl IoSlot {
@@ -191,8 +194,20 @@ impl IoSlot {
     /// # Panics
     /// When the token does not name a slot of this core.
     pub fn from_token(token: u64) -> IoSlot {
+        let index = u32::try_from(token).expect("token from into_token");
+        let in_flight = TABLE.with(|t| {
+            matches!(
+                t.slots.borrow().get(index as usize).map(|s| &s.state),
+                Some(SlotState::Pending | SlotState::Orphaned)
+            )
+        });
+        assert!(
+            in_flight,
+            "token {token} names no in-flight I/O of this core"
+        );
         IoSlot {
-            index: u32::try_from(token).expect("token from into_token"),
+            index,
+            _core_local: PhantomData,
         }
     }
 }
@@ -459,7 +474,10 @@ impl IoChannel {
             };
         }
         let index = alloc_slot(req, SlotState::Pending);
-        self.inner.submit(IoSlot { index });
+        self.inner.submit(IoSlot {
+            index,
+            _core_local: PhantomData,
+        });
         IoFuture {
             index,
             done: false,

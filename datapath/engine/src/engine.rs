@@ -124,7 +124,7 @@ impl ReactorHandle {
             "block_on called on a reactor thread"
         );
         self.spawn(f)?.wait().map_err(|Closed| {
-            if self.shared.is_stopped() {
+            if self.shared.is_stopping() {
                 EngineError::Stopped(self.shared.index)
             } else {
                 EngineError::TaskLost(self.shared.index)

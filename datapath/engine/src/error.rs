@@ -7,6 +7,8 @@ use std::io;
 pub enum EngineError {
     /// io_uring is disabled on this host (kernel.io_uring_disabled = {0}); Basalt needs it
     UringDisabled(u32),
+    /// cannot create an io_uring ({0}); a seccomp filter or container policy may forbid it
+    UringUnavailable(String),
     /// this kernel lacks io_uring features Basalt needs: {missing:?} (Linux 6.1 or newer is required)
     KernelTooOld {
         /// Human-readable names of the missing features or opcodes.

@@ -9,7 +9,8 @@ use io_uring::{IoUring, opcode};
 
 use crate::error::EngineError;
 
-/// Opcodes the engine and its users issue, with the names printed when one is missing.
+/// Opcodes the engine and its users issue (block I/O today; the socket opcodes are for the
+/// network targets), with the names printed when one is missing.
 const REQUIRED_OPCODES: &[(u8, &str)] = &[
     (opcode::Nop::CODE, "NOP"),
     (opcode::Readv::CODE, "READV"),
@@ -47,6 +48,8 @@ pub struct Probe {
     pub no_sqarray: bool,
     /// Required opcodes the kernel does not know.
     pub missing_opcodes: Vec<&'static str>,
+    /// Why no ring at all could be created (errno text), if so.
+    pub setup_error: Option<String>,
 }
 
 impl Probe {
@@ -75,8 +78,12 @@ impl Probe {
     /// [`EngineError::UringDisabled`] when the sysctl forbids io_uring,
     /// [`EngineError::KernelTooOld`] listing every missing feature otherwise.
     pub fn check(&self) -> Result<(), EngineError> {
-        if self.disabled != 0 {
+        // 1 restricts io_uring to a group; only refuse if this process was in fact refused.
+        if self.disabled == 2 || (self.disabled == 1 && self.setup_error.is_some()) {
             return Err(EngineError::UringDisabled(self.disabled));
+        }
+        if let Some(e) = &self.setup_error {
+            return Err(EngineError::UringUnavailable(e.clone()));
         }
         let missing = self.missing();
         if missing.is_empty() {
@@ -108,8 +115,8 @@ pub fn probe() -> Probe {
         }
         Err(_) => match IoUring::new(8) {
             Ok(ring) => ring,
-            Err(_) => {
-                out.missing_opcodes = REQUIRED_OPCODES.iter().map(|(_, n)| *n).collect();
+            Err(e) => {
+                out.setup_error = Some(e.to_string());
                 return out;
             }
         },
@@ -170,7 +177,31 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        let off = Probe { disabled: 2, ..p };
+        let off = Probe {
+            disabled: 2,
+            ..p.clone()
+        };
         assert!(matches!(off.check(), Err(EngineError::UringDisabled(2))));
+        let blocked = Probe {
+            setup_error: Some("Operation not permitted (os error 1)".into()),
+            ..Probe::default()
+        };
+        assert!(matches!(
+            blocked.check(),
+            Err(EngineError::UringUnavailable(_))
+        ));
+        let group_only = Probe {
+            disabled: 1,
+            ..blocked
+        };
+        assert!(matches!(
+            group_only.check(),
+            Err(EngineError::UringDisabled(1))
+        ));
+        let group_member = Probe { disabled: 1, ..p };
+        assert!(matches!(
+            group_member.check(),
+            Err(EngineError::KernelTooOld { .. })
+        ));
     }
 }

@@ -155,12 +155,32 @@ impl Shared {
     }
 
     pub(crate) fn post(&self, msg: Message) -> Result<(), EngineError> {
-        if self.stopped.load(Ordering::Acquire) {
+        if self.stop.load(Ordering::Acquire) {
             return Err(EngineError::Stopped(self.index));
         }
         self.inbox.push(msg);
+        // Pairs with the fence in `Reactor::run` after `stopped` is set: either the reactor's
+        // final drain sees this message, or this load sees `stopped` and drains it here.
+        // Either way the message is run or dropped, and dropping it closes its reply channel.
+        fence(Ordering::SeqCst);
+        if self.stopped.load(Ordering::SeqCst) {
+            self.drop_inbox();
+            return Err(EngineError::Stopped(self.index));
+        }
         self.notify();
         Ok(())
+    }
+
+    /// Drops every queued message unrun (their reply channels close).
+    fn drop_inbox(&self) {
+        while let Some(msg) = self.inbox.pop() {
+            drop(msg);
+        }
+    }
+
+    /// Whether a stop was requested.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
     }
 
     pub(crate) fn request_stop(&self) {
@@ -556,6 +576,11 @@ impl Reactor {
     }
 
     /// Posts a doorbell CQE into another reactor's ring. Returns false if the SQ was unusable.
+    /// Queues a MSG_RING that posts a wake-up CQE into another reactor's ring; it goes out
+    /// with this reactor's next `io_uring_enter`, in the same loop iteration. It can fail only
+    /// when the target's ring is gone (the reactor exited, so no wake-up is needed) or its
+    /// completion queue is full (so it has completions to reap and is not asleep); the
+    /// completion is therefore ignored.
     fn msg_ring_wake(&self, target_ring_fd: RawFd) -> bool {
         if self.ring.try_borrow_mut().is_err() {
             return false;
@@ -747,6 +772,11 @@ impl Reactor {
     }
 
     fn run_messages(&self) -> usize {
+        if self.stopping.get() {
+            // Shutting down: no new work starts. Dropping a message closes its reply channel.
+            self.shared.drop_inbox();
+            return 0;
+        }
         let mut ran = 0;
         while let Some(msg) = self.shared.inbox.pop() {
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(msg)).is_err() {
@@ -803,12 +833,12 @@ impl Reactor {
             }
             self.reap();
         }
-        self.shared.stopped.store(true, Ordering::Release);
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         // Messages that raced with the stop are dropped unrun; their oneshot senders tell the
-        // waiting side that the reactor is gone.
-        while let Some(msg) = self.shared.inbox.pop() {
-            drop(msg);
-        }
+        // waiting side that the reactor is gone. `Shared::post` drains too if it loses the
+        // race, so nothing stays queued.
+        self.shared.drop_inbox();
         CURRENT.with(|c| *c.borrow_mut() = None);
     }
 
@@ -874,6 +904,9 @@ impl Drop for Reactor {
             std::mem::forget(ops);
             let buf = std::mem::replace(&mut self.eventfd_buf, Box::new(Cell::new(0)));
             std::mem::forget(buf);
+            // Buffers parked elsewhere (a bdev's slot table, dropped at thread exit) return to
+            // the pool; an extra, leaked reference keeps the pool's arenas mapped for good.
+            std::mem::forget(self.pool.clone());
         }
     }
 }

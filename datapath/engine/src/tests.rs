@@ -329,3 +329,26 @@ fn a_panicking_task_is_dropped_and_the_reactor_goes_on() {
     assert_eq!(r.stats().task_panics.load(Ordering::Relaxed), 2);
     assert_eq!(r.block_on(|| async { 7 }).expect("still serving"), 7);
 }
+
+#[test]
+fn messages_racing_shutdown_are_run_or_refused_never_stranded() {
+    for _ in 0..20 {
+        let e = engine(1);
+        let h = e.reactor(0).clone();
+        let racer = std::thread::spawn(move || {
+            let mut outcomes = (0, 0);
+            for _ in 0..200 {
+                match h.block_on(|| async { 1 }) {
+                    Ok(_) => outcomes.0 += 1,
+                    Err(EngineError::Stopped(0)) => outcomes.1 += 1,
+                    Err(other) => panic!("unexpected {other:?}"),
+                }
+            }
+            outcomes
+        });
+        std::thread::sleep(Duration::from_micros(200));
+        e.shutdown();
+        let (ran, refused) = racer.join().expect("no block_on hangs or panics");
+        assert_eq!(ran + refused, 200);
+    }
+}
