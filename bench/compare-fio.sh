@@ -8,7 +8,7 @@
 #              default ${TMPDIR:-/var/tmp}/basalt-compare-2g.img; must be on a file system
 #              with O_DIRECT, not tmpfs)
 #   --runtime  seconds per run (default 10)
-#   --rounds   A B pairs per job (default 2)
+#   --rounds   A B pairs per job (default 3)
 #   --cpu      CPU both tools are pinned to (default 0)
 #   --jobs     comma-separated subset of: randread4k, randwrite4k, seqread128k (default all)
 #   --out      keep every run's JSON in this directory
@@ -18,7 +18,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 file=${TMPDIR:-/var/tmp}/basalt-compare-2g.img
 runtime=10
-rounds=2
+rounds=3
 cpu=0
 jobs=randread4k,randwrite4k,seqread128k
 out=
@@ -108,15 +108,16 @@ def basalt(path):
     r = json.load(open(path))
     return r["total"]["iops"], r["total"]["mib_s"], r["cpu_us_per_io"]
 
-print(f"{'job':<12} {'metric':<8} {'fio':>22} {'basalt-bench':>22} {'ratio':>7}   CPU µs/IO fio / basalt")
+print(f"{'job':<12} {'metric':<6} {'fio (per round)':>30} {'basalt-bench (per round)':>30} {'ratio':>6} {'median':>7}  CPU µs/IO fio/basalt")
 for job in jobs:
     f = [fio(f"{d}/{job}.fio.{i}.json") for i in range(1, rounds + 1)]
     b = [basalt(f"{d}/{job}.basalt.{i}.json") for i in range(1, rounds + 1)]
     metric, k = ("MiB/s", 1) if job.startswith("seq") else ("IOPS", 0)
     fm, bm = statistics.mean(x[k] for x in f), statistics.mean(x[k] for x in b)
-    fr = "/".join(f"{x[k]:.0f}" for x in f)
-    br = "/".join(f"{x[k]:.0f}" for x in b)
+    pair = statistics.median(y[k] / x[k] for x, y in zip(f, b))
+    fr = " ".join(f"{x[k]:.0f}" for x in f)
+    br = " ".join(f"{x[k]:.0f}" for x in b)
     fc, bc = statistics.mean(x[2] for x in f), statistics.mean(x[2] for x in b)
-    print(f"{job:<12} {metric:<8} {fr:>22} {br:>22} {bm / fm:>7.3f}   {fc:.2f} / {bc:.2f}")
-print("rounds shown in run order (A B A B); ratio = mean(basalt) / mean(fio)")
+    print(f"{job:<12} {metric:<6} {fr:>30} {br:>30} {bm / fm:>6.3f} {pair:>7.3f}  {fc:.2f} / {bc:.2f}")
+print("ratio = mean(basalt) / mean(fio); median = median over rounds of basalt/fio in adjacent runs")
 PY

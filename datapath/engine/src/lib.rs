@@ -38,6 +38,7 @@
 mod engine;
 mod error;
 pub mod iobuf;
+pub mod net;
 pub mod oneshot;
 pub mod op;
 pub mod probe;
@@ -52,6 +53,7 @@ mod tests;
 pub use engine::{Engine, EngineConfig, ReactorHandle, Remote};
 pub use error::EngineError;
 pub use iobuf::{BufPool, BufPoolConfig, IoBuf};
+pub use net::{TcpListener, TcpStream};
 pub use reactor::{
     CompletionHandler, FixedFile, HandlerId, MAX_HANDLER_TOKEN, Reactor, ReactorConfig,
     ReactorStats, cqe_result, current, try_current,

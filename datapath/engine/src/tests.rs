@@ -352,3 +352,85 @@ fn messages_racing_shutdown_are_run_or_refused_never_stranded() {
         assert_eq!(ran + refused, 200);
     }
 }
+
+/// Sockets and block I/O share the ring: an echo server on one reactor, a client on another,
+/// a megabyte each way, then the peer vanishes.
+#[test]
+fn tcp_echo_across_reactors_and_a_vanishing_peer() {
+    use crate::net::{TcpListener, TcpStream};
+    let e = engine(2);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = e
+        .reactor(0)
+        .spawn(move || async move {
+            let l = TcpListener::from_std(listener);
+            let (s, peer) = l.accept().await.expect("accept");
+            assert!(peer.ip().is_loopback());
+            let mut echoed = 0usize;
+            loop {
+                let buf = current().pool().alloc(8192).expect("fits").await;
+                let (buf, res) = s.recv(buf).await;
+                let n = res.expect("recv");
+                if n == 0 {
+                    break;
+                }
+                let (_, res) = s.send_all(buf, n).await;
+                res.expect("echo");
+                echoed += n;
+            }
+            // The client is gone: sending now fails cleanly, without SIGPIPE.
+            let mut failed = false;
+            for _ in 0..100 {
+                let buf = current().pool().alloc(8192).expect("fits").await;
+                let (_, res) = s.send(buf, 8192).await;
+                if res.is_err() {
+                    failed = true;
+                    break;
+                }
+                crate::sleep(Duration::from_millis(5)).await;
+            }
+            (echoed, failed)
+        })
+        .expect("spawned");
+    let sent = e
+        .reactor(1)
+        .block_on(move || async move {
+            let c = TcpStream::connect(addr).await.expect("connect");
+            c.set_nodelay(true).expect("nodelay");
+            let total = 1 << 20;
+            let mut got = Vec::with_capacity(total);
+            let mut sent = 0usize;
+            let mut i = 0u8;
+            while sent < total {
+                let mut buf = current().pool().alloc(4096).expect("fits").await;
+                buf.fill(i);
+                i = i.wrapping_add(1);
+                let (_, res) = c.send_all(buf, 4096).await;
+                res.expect("send");
+                sent += 4096;
+                while got.len() < sent {
+                    let buf = current().pool().alloc(8192).expect("fits").await;
+                    let (buf, res) = c.recv(buf).await;
+                    let n = res.expect("recv");
+                    assert!(n > 0, "server closed early");
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            for (k, chunk) in got.chunks(4096).enumerate() {
+                assert!(chunk.iter().all(|&b| b == k as u8), "chunk {k} corrupted");
+            }
+            drop(c);
+            sent
+        })
+        .expect("client ran");
+    let (echoed, failed) = server.wait().expect("server finished");
+    assert_eq!(echoed, sent);
+    assert!(failed, "sending to a closed peer reports an error");
+    // Connecting to a closed port is refused, not hung.
+    let refused = e
+        .reactor(1)
+        .block_on(move || async move { TcpStream::connect(addr).await.map(|_| ()) })
+        .expect("ran");
+    assert!(refused.is_err());
+}
