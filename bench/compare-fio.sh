@@ -30,12 +30,26 @@ while [ $# -gt 0 ]; do
         --cpu) cpu=$2; shift 2 ;;
         --jobs) jobs=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare-fio: unknown argument $1" >&2; exit 64 ;;
     esac
 done
 for tool in fio python3; do
     command -v $tool >/dev/null || { echo "compare-fio: $tool is missing (scripts/install-test-deps.sh)" >&2; exit 69; }
+done
+
+job_args() { # name -> "rw bs qd"
+    case $1 in
+        randread4k) echo "randread 4096 32" ;;
+        randwrite4k) echo "randwrite 4096 32" ;;
+        seqread128k) echo "read 131072 16" ;;
+        *) echo "compare-fio: unknown job $1 (randread4k, randwrite4k, seqread128k)" >&2 ;;
+    esac
+}
+IFS=, read -ra job_list <<<"$jobs"
+for job in "${job_list[@]}"; do
+    read -r rw bs qd <<<"$(job_args "$job")"
+    [ -n "${qd:-}" ] || exit 64
 done
 
 size=$((2 << 30))
@@ -59,15 +73,6 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 [ -n "$out" ] && mkdir -p "$out"
 
-job_args() { # name -> "rw bs qd"
-    case $1 in
-        randread4k) echo "randread 4096 32" ;;
-        randwrite4k) echo "randwrite 4096 32" ;;
-        seqread128k) echo "read 131072 16" ;;
-        *) echo "compare-fio: unknown job $1" >&2; exit 64 ;;
-    esac
-}
-
 run_fio() { # rw bs qd json
     fio --name=job --filename="$file" --size="$size" --ioengine=io_uring --direct=1 \
         --rw="$1" --bs="$2" --iodepth="$3" --time_based --runtime="$runtime" \
@@ -80,7 +85,6 @@ run_basalt() { # rw bs qd json
         --cpus "$cpu" --json >"$4"
 }
 
-IFS=, read -ra job_list <<<"$jobs"
 for job in "${job_list[@]}"; do
     read -r rw bs qd <<<"$(job_args "$job")"
     for round in $(seq 1 "$rounds"); do

@@ -120,15 +120,25 @@ fn main() {
 }
 
 fn init_logging(filter: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
+    // RUST_LOG wins when it is set to something; an empty RUST_LOG counts as unset.
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| EnvFilter::try_new(v).map_err(|e| e.to_string()));
+    let filter = from_env
+        .unwrap_or_else(|| Err(String::new()))
         .or_else(|_| EnvFilter::try_new(filter))
         .unwrap_or_else(|e| {
             eprintln!("basalt: bad --log filter ({e}); using `info`");
             EnvFilter::new("info")
         });
+    // Colour only on a terminal, and never when NO_COLOR is set.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
 }

@@ -14,6 +14,9 @@ use clap::Parser;
 ///   basalt-bench --target file:/var/tmp/disk.img --rw randread --bs 4k --qd 32 --time 10s
 ///
 ///   basalt-bench --target malloc:1G --rw randrw --rwmixread 70 --cores 2 --verify --json
+///
+/// Exit status: 0 success; 1 the job could not run (bad target or job); 2 bad command line;
+/// 3 the job ran but I/O failed or verify found a mismatch.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -30,7 +33,7 @@ struct Args {
     #[arg(long, default_value_t = 50, value_name = "PCT")]
     rwmixread: u8,
 
-    /// Bytes per I/O (suffixes K, M).
+    /// Bytes per I/O (suffixes K, M, G; powers of 1024).
     #[arg(long, default_value = "4K", value_name = "SIZE")]
     bs: ByteSize,
 
@@ -72,13 +75,14 @@ struct Args {
     #[arg(long)]
     buffered: bool,
 
-    /// Write a self-describing pattern (offset, run, generation, CRC-32C per 4 KiB), check
-    /// every read of data this run wrote, and read everything written back at the end. Exits
-    /// with status 2 on any mismatch.
+    /// Write a self-describing pattern (offset, run, generation and CRC-32C in every 4 KiB, or
+    /// every 512 B when --bs is not a multiple of 4 KiB), check every read of data this run
+    /// wrote, and read everything written back at the end. Exits with status 3 on any mismatch.
     #[arg(long)]
     verify: bool,
 
-    /// Keep going after I/O errors (default: stop at the first).
+    /// Keep going after I/O errors (default: a core stops at its first error; the others finish
+    /// their jobs). Either way the run exits with status 3 if any I/O failed.
     #[arg(long)]
     continue_on_error: bool,
 
@@ -133,7 +137,7 @@ fn main() {
     let target = match spec.open() {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("basalt-bench: cannot open {spec}: {e}");
+            eprintln!("basalt-bench: cannot open {spec}: {}", chain(&e));
             std::process::exit(1);
         }
     };
@@ -155,7 +159,7 @@ fn main() {
     let report = match run(&job, &target) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("basalt-bench: {e}");
+            eprintln!("basalt-bench: {}", chain(&e));
             std::process::exit(1);
         }
     };
@@ -168,8 +172,20 @@ fn main() {
         print!("{}", report.table());
     }
     if !report.ok() {
-        std::process::exit(2);
+        std::process::exit(3);
     }
+}
+
+/// An error and its sources, outermost first: "cannot open /x: No such file or directory".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 #[cfg(test)]

@@ -20,9 +20,9 @@ use crate::verify::{self, Header, Mismatch};
 pub enum RunError {
     /// {0}
     Job(String),
-    /// cannot start the engine: {0}
+    /// cannot start the engine
     Engine(#[from] basalt_engine::EngineError),
-    /// the target refused a queue: {0}
+    /// the target refused a queue
     Queue(#[from] basalt_bdev::BdevError),
 }
 

@@ -102,6 +102,14 @@ impl TargetSpec {
     /// # Errors
     /// The device cannot be opened or sized as asked.
     pub fn open(&self) -> Result<Target, basalt_bdev::BdevError> {
+        if let TargetSpec::Malloc { size, block_size } | TargetSpec::Null { size, block_size } =
+            self
+            && !size.is_multiple_of(u64::from(*block_size))
+        {
+            return Err(basalt_bdev::BdevError::Config(format!(
+                "size {size} is not a multiple of the block size {block_size}"
+            )));
+        }
         let bdev: Arc<dyn Bdev> = match self {
             TargetSpec::File {
                 path,

@@ -45,7 +45,7 @@ pub enum BdevError {
     NotFound(String),
     /// a block device named {0} exists already
     Exists(String),
-    /// the engine refused: {0}
+    /// the engine refused
     Engine(#[from] basalt_engine::EngineError),
 }
 

@@ -134,18 +134,32 @@ impl DatapathConfig {
                     "engine.cores must be at least 1".into(),
                 ));
             }
-            (Some(n), None) => (0..n).collect(),
+            (Some(n), None) => {
+                // The first n CPUs this process may run on (taskset, cgroup cpusets).
+                let allowed = allowed_cpus();
+                if e.pin && n > allowed.len() {
+                    return Err(DatapathError::Config(format!(
+                        "engine.cores = {n}, but this process may run on only {} cpus ({allowed:?})",
+                        allowed.len()
+                    )));
+                }
+                if e.pin {
+                    allowed[..n].to_vec()
+                } else {
+                    (0..n).collect()
+                }
+            }
             (None, Some(list)) => list.clone(),
-            (None, None) => vec![0],
+            (None, None) => allowed_cpus().first().map_or(vec![0], |&c| vec![c]),
         };
-        let online = std::thread::available_parallelism().map_or(1, usize::from);
-        if e.pin
-            && let Some(&cpu) = cpus.iter().find(|&&c| c >= online)
-        {
-            return Err(DatapathError::Config(format!(
-                "cpu {cpu} does not exist here ({online} online); lower engine.cores or \
-                 engine.cpus, or set engine.pin = false"
-            )));
+        if e.pin {
+            let allowed = allowed_cpus();
+            if let Some(&cpu) = cpus.iter().find(|c| !allowed.contains(c)) {
+                return Err(DatapathError::Config(format!(
+                    "cpu {cpu} is not available to this process (allowed: {allowed:?}); change \
+                     engine.cores or engine.cpus, or set engine.pin = false"
+                )));
+            }
         }
         let cfg = EngineConfig {
             cpus,
@@ -172,6 +186,16 @@ impl DatapathConfig {
     }
 }
 
+/// The CPUs this process may run on, ascending.
+pub fn allowed_cpus() -> Vec<usize> {
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| set.is_set(c))
+            .collect(),
+        Err(_) => (0..std::thread::available_parallelism().map_or(1, usize::from)).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,7 +205,7 @@ mod tests {
         let cfg = DatapathConfig::parse("").expect("parses");
         assert_eq!(cfg, DatapathConfig::default());
         let e = cfg.engine_config().expect("valid");
-        assert_eq!(e.cpus, vec![0]);
+        assert_eq!(e.cpus, vec![allowed_cpus()[0]]);
         assert!(e.pin);
     }
 
@@ -238,7 +262,8 @@ mod tests {
         };
         assert!(cfg("[engine]\ncores = 1\ncpus = [0]\n").contains("exclusive"));
         assert!(cfg("[engine]\ncores = 0\n").contains("at least 1"));
-        assert!(cfg("[engine]\ncpus = [100000]\n").contains("does not exist"));
+        assert!(cfg("[engine]\ncpus = [100000]\n").contains("not available"));
+        assert!(cfg("[engine]\ncores = 100000\n").contains("may run on only"));
         assert!(cfg("[engine]\nring_entries = 100\n").contains("power of two"));
         assert!(cfg("[engine.buffers]\nlarge_count = 0\n").contains("at least 1"));
     }

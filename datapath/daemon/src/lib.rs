@@ -39,9 +39,9 @@ pub enum DatapathError {
     Parse(String),
     /// configuration: {0}
     Config(String),
-    /// {0}
+    /// cannot start the engine
     Engine(#[from] EngineError),
-    /// block device: {0}
+    /// cannot set up the block devices
     Bdev(#[from] BdevError),
     /// cannot install signal handlers
     Signals(#[source] std::io::Error),
@@ -108,19 +108,22 @@ impl Datapath {
     /// Stops every reactor (cancelling tasks and draining in-flight I/O), then closes the block
     /// devices. Logs each reactor's counters.
     pub fn shutdown(self) {
-        for r in self.engine.reactors() {
+        let handles = self.engine.reactors().to_vec();
+        self.engine.shutdown();
+        for r in &handles {
             let s = r.stats();
             tracing::info!(
                 reactor = r.index(),
                 iterations = s.iterations.load(Ordering::Relaxed),
                 sleeps = s.sleeps.load(Ordering::Relaxed),
                 completions = s.completions.load(Ordering::Relaxed),
+                polls = s.polls.load(Ordering::Relaxed),
                 messages = s.messages.load(Ordering::Relaxed),
+                wakeups = s.wakeups.load(Ordering::Relaxed),
                 task_panics = s.task_panics.load(Ordering::Relaxed),
                 "reactor counters"
             );
         }
-        self.engine.shutdown();
         drop(self.bdevs);
         tracing::info!("datapath stopped");
     }

@@ -148,6 +148,7 @@ impl Engine {
     pub fn start(cfg: &EngineConfig) -> Result<Engine, EngineError> {
         cfg.validate()?;
         crate::probe::probe().check()?;
+        raise_memlock_limit();
         let mut engine = Engine {
             handles: Vec::new(),
             threads: Vec::new(),
@@ -235,5 +236,25 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.stop_and_join();
+    }
+}
+
+/// Registered buffers are pinned memory, charged against `RLIMIT_MEMLOCK`. Raise the soft limit
+/// to the hard one (what `ulimit -l` would allow), so that an unprivileged user with a generous
+/// hard limit is not stopped by a small default soft limit.
+fn raise_memlock_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Memlock);
+    if lim.current != lim.maximum {
+        let raised = rustix::process::Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        match setrlimit(Resource::Memlock, raised) {
+            Ok(()) => {
+                tracing::debug!(limit = ?lim.maximum, "raised RLIMIT_MEMLOCK to its hard limit")
+            }
+            Err(e) => tracing::debug!(error = %e, "could not raise RLIMIT_MEMLOCK"),
+        }
     }
 }

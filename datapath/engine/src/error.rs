@@ -40,7 +40,7 @@ pub enum EngineError {
         #[source]
         source: io::Error,
     },
-    /// could not register buffers with io_uring (is RLIMIT_MEMLOCK too low?)
+    /// could not register buffers with io_uring: each reactor pins 8 KiB x small_count + 128 KiB x large_count; raise `ulimit -l` (RLIMIT_MEMLOCK) or lower engine.buffers
     RegisterBuffers(#[source] io::Error),
     /// could not register the fixed-file table with io_uring
     RegisterFiles(#[source] io::Error),
