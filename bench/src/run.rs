@@ -97,6 +97,30 @@ struct Core {
 const SAMPLES: usize = 10;
 
 impl Core {
+    /// A core with zeroed counters, no limits and no unit marked busy.
+    fn new(job: Job, region: Region, queue: Queue, run_id: u64, gens: Vec<u32>) -> Core {
+        Core {
+            job,
+            region,
+            queue,
+            run_id,
+            rng: Cell::new(run_id),
+            cursor: Cell::new(0),
+            left: Cell::new(None),
+            deadline: None,
+            stop: Cell::new(false),
+            read: RefCell::new(Dir::new()),
+            write: RefCell::new(Dir::new()),
+            errors: Cell::new(0),
+            error_samples: RefCell::default(),
+            mismatches: Cell::new(0),
+            mismatch_samples: RefCell::default(),
+            verified: Cell::new(0),
+            gens: RefCell::new(gens),
+            busy: RefCell::new(Vec::new()),
+        }
+    }
+
     fn next_random(&self) -> u64 {
         // wyrand: fast, good enough for offsets and the read/write mix.
         let s = self.rng.get().wrapping_add(0xa076_1d64_78bd_642f);
@@ -329,32 +353,21 @@ async fn core_main(
     start_at: Instant,
 ) -> Result<CoreResult, RunError> {
     let queue = target.queue()?;
-    let verify = job.verify;
     let units = region.units as usize;
-    let core = Rc::new(Core {
-        left: Cell::new(job.ios_per_core(region)),
-        deadline: job.time.map(|t| start_at + t),
-        run_id,
-        rng: Cell::new(run_id ^ (core_index + 1).wrapping_mul(0xd1b5_4a32_d192_ed03)),
-        cursor: Cell::new(0),
-        stop: Cell::new(false),
-        read: RefCell::new(Dir::new()),
-        write: RefCell::new(Dir::new()),
-        errors: Cell::new(0),
-        error_samples: RefCell::default(),
-        mismatches: Cell::new(0),
-        mismatch_samples: RefCell::default(),
-        verified: Cell::new(0),
-        gens: RefCell::new(if verify { vec![0; units] } else { Vec::new() }),
-        busy: RefCell::new(if verify {
-            vec![false; units]
-        } else {
-            Vec::new()
-        }),
-        job,
-        region,
-        queue,
-    });
+    let (gens, busy) = if job.verify {
+        (vec![0; units], vec![false; units])
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let deadline = job.time.map(|t| start_at + t);
+    let left = job.ios_per_core(region);
+    let mut core = Core::new(job, region, queue, run_id, gens);
+    core.left.set(left);
+    core.deadline = deadline;
+    core.rng
+        .set(run_id ^ (core_index + 1).wrapping_mul(0xd1b5_4a32_d192_ed03));
+    core.busy = RefCell::new(busy);
+    let core = Rc::new(core);
     basalt_engine::sleep_until(start_at).await;
     let t0 = Instant::now();
     let mut workers = Vec::with_capacity(core.job.qd);
@@ -396,29 +409,11 @@ async fn core_verify(
         .filter(|&(_, &g)| g != 0 && g != UNKNOWN)
         .map(|(u, _)| u as u64)
         .collect();
-    let core = Rc::new(Core {
-        left: Cell::new(None),
-        deadline: None,
-        run_id,
-        rng: Cell::new(0),
-        cursor: Cell::new(0),
-        stop: Cell::new(false),
-        read: RefCell::new(Dir::new()),
-        write: RefCell::new(Dir::new()),
-        errors: Cell::new(0),
-        error_samples: RefCell::default(),
-        mismatches: Cell::new(0),
-        mismatch_samples: RefCell::default(),
-        verified: Cell::new(0),
-        gens: RefCell::new(gens),
-        busy: RefCell::new(Vec::new()),
-        job: Job {
-            continue_on_error: true,
-            ..job
-        },
-        region,
-        queue,
-    });
+    let job = Job {
+        continue_on_error: true,
+        ..job
+    };
+    let core = Rc::new(Core::new(job, region, queue, run_id, gens));
     let todo = Rc::new(todo);
     let next = Rc::new(Cell::new(0usize));
     let mut workers = Vec::new();
