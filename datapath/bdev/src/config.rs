@@ -35,17 +35,19 @@ impl std::str::FromStr for ByteSize {
         let (digits, mult) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
             None => (s, 1u64),
             Some((i, _)) => {
-                let unit = s[i..]
-                    .trim()
-                    .trim_end_matches(['B', 'b'])
-                    .trim_end_matches(['i']);
+                // Binary units, case-insensitive: 4K, 4k, 4KB, 4KiB, 4 KiB; plain B for bytes.
+                let unit = s[i..].trim();
                 let mult = match unit.to_ascii_uppercase().as_str() {
-                    "" => 1,
-                    "K" => 1 << 10,
-                    "M" => 1 << 20,
-                    "G" => 1 << 30,
-                    "T" => 1 << 40,
-                    other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+                    "B" => 1,
+                    "K" | "KB" | "KIB" => 1 << 10,
+                    "M" | "MB" | "MIB" => 1 << 20,
+                    "G" | "GB" | "GIB" => 1 << 30,
+                    "T" | "TB" | "TIB" => 1 << 40,
+                    _ => {
+                        return Err(format!(
+                            "unknown size unit {unit:?} in {s:?} (use K, M, G or T)"
+                        ));
+                    }
                 };
                 (&s[..i], mult)
             }
@@ -303,6 +305,12 @@ mod tests {
         assert!("12Q".parse::<ByteSize>().is_err());
         assert!("G".parse::<ByteSize>().is_err());
         assert!("99999999999T".parse::<ByteSize>().is_err());
+        assert_eq!("4 KiB".parse::<ByteSize>(), Ok(ByteSize(4096)));
+        assert_eq!("64kb".parse::<ByteSize>(), Ok(ByteSize(64 << 10)));
+        assert_eq!("100B".parse::<ByteSize>(), Ok(ByteSize(100)));
+        for junk in ["4iB", "4Kiiii", "4KiBBB", "4bb", "1.5G", "-1"] {
+            assert!(junk.parse::<ByteSize>().is_err(), "{junk} accepted");
+        }
     }
 
     #[test]

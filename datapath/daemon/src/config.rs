@@ -123,6 +123,12 @@ impl DatapathConfig {
     /// [`DatapathError::Config`] naming the first problem.
     pub fn engine_config(&self) -> Result<EngineConfig, DatapathError> {
         let e = &self.engine;
+        let asked = e.cores.or(e.cpus.as_ref().map(Vec::len)).unwrap_or(1);
+        if asked > MAX_REACTORS {
+            return Err(DatapathError::Config(format!(
+                "{asked} reactors asked for; at most {MAX_REACTORS} are supported"
+            )));
+        }
         let cpus = match (e.cores, &e.cpus) {
             (Some(_), Some(_)) => {
                 return Err(DatapathError::Config(
@@ -185,6 +191,9 @@ impl DatapathConfig {
         Ok(cfg)
     }
 }
+
+/// More reactors than this is a configuration mistake, not a machine.
+pub const MAX_REACTORS: usize = 1024;
 
 /// The CPUs this process may run on, ascending.
 pub fn allowed_cpus() -> Vec<usize> {
@@ -263,7 +272,8 @@ mod tests {
         assert!(cfg("[engine]\ncores = 1\ncpus = [0]\n").contains("exclusive"));
         assert!(cfg("[engine]\ncores = 0\n").contains("at least 1"));
         assert!(cfg("[engine]\ncpus = [100000]\n").contains("not available"));
-        assert!(cfg("[engine]\ncores = 100000\n").contains("may run on only"));
+        assert!(cfg("[engine]\ncores = 1000\n").contains("may run on only"));
+        assert!(cfg("[engine]\ncores = 9223372036854775807\npin = false\n").contains("at most"));
         assert!(cfg("[engine]\nring_entries = 100\n").contains("power of two"));
         assert!(cfg("[engine.buffers]\nlarge_count = 0\n").contains("at least 1"));
     }

@@ -1,0 +1,473 @@
+//! Stable smoke run of every fuzz target: no nightly, no libFuzzer.
+//!
+//! Each target's body runs over its seed files (`seeds/<target>/`), then over
+//! `BASALT_FUZZ_SMOKE_ITERS` (default 20 000) inputs made by mutating the seeds with a
+//! fixed-seed PRNG (`BASALT_FUZZ_SMOKE_SEED`, default below): byte flips, overwrites,
+//! insertions of random bytes and of target-specific tokens, deletions, truncations,
+//! duplications and splices of two seeds. The run is deterministic; change the seed to explore.
+//!
+//! A failing input is written to `target/smoke-failures/<target>/` so it can be replayed with
+//! `cargo run --release --bin <target> -- <file>` or `cargo +nightly fuzz run <target> <file>`.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use basalt_bench::verify::{self, Header};
+use basalt_fuzz::{TARGETS, expected_prefix, files_in};
+
+const DEFAULT_SEED: u64 = 0xba5a_17f0_22ed_5eed;
+const DEFAULT_ITERS: u64 = 20_000;
+/// Mutants grow no larger than this (the seeds are at most a few KiB).
+const MAX_LEN: usize = 16 << 10;
+
+/// SplitMix64: tiny, fast, good enough to drive mutations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform-ish in `0..n` (`n > 0`).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
+    /// Interesting byte values first, like libFuzzer's.
+    fn special_byte(&mut self) -> u8 {
+        const SPECIAL: &[u8] = &[0, 1, 0x7f, 0x80, 0xff, b'0', b'9', b' ', b'\n', b'"', b'\''];
+        if self.below(2) == 0 {
+            SPECIAL[self.below(SPECIAL.len())]
+        } else {
+            self.byte()
+        }
+    }
+}
+
+/// Tokens worth inserting, per target (what libFuzzer would find through its dictionary and
+/// comparison tracing).
+fn tokens(target: &str) -> &'static [&'static str] {
+    match target {
+        "datapath_config" => &[
+            "[engine]\n",
+            "[engine.buffers]\n",
+            "[[bdev]]\n",
+            "cores = ",
+            "cpus = [",
+            "pin = false\n",
+            "busy_poll = true\n",
+            "ring_entries = ",
+            "small_count = ",
+            "large_count = ",
+            "module = \"malloc\"\n",
+            "module = \"null\"\n",
+            "module = \"uring\"\n",
+            "module = \"error\"\n",
+            "module = \"delay\"\n",
+            "name = \"a\"\n",
+            "base = \"a\"\n",
+            "size = \"",
+            "block_size = ",
+            "rules = [{ ops = [\"read\"], probability = 0.5 }]\n",
+            "= ",
+            "\"",
+            "]",
+            "[",
+            "{",
+            "}",
+            ",",
+            "\n",
+            "#",
+            "0",
+            "1",
+            "-1",
+            "4096",
+            "0x10",
+            "1e9",
+            "nan",
+            "inf",
+            "true",
+            "\"4K\"",
+            "\"1G\"",
+            "9223372036854775807",
+            "18446744073709551616",
+            "'''",
+            "\"\"\"",
+            "\\u0000",
+        ],
+        "cli_values" => &[
+            "file:",
+            "malloc:",
+            "null:",
+            ":",
+            "K",
+            "M",
+            "G",
+            "T",
+            "B",
+            "iB",
+            "KiB",
+            "k",
+            " ",
+            "0",
+            "9",
+            "18446744073709551615",
+            "18446744073709551616",
+            "17179869184",
+            "-",
+            "+",
+            "é",
+            "\u{3000}",
+            "\u{661}",
+        ],
+        _ => &[],
+    }
+}
+
+fn mutate(rng: &mut Rng, target: &str, seeds: &[Vec<u8>]) -> Vec<u8> {
+    let mut d = if seeds.is_empty() || rng.below(32) == 0 {
+        // Now and then, start from nothing at all.
+        (0..rng.below(64)).map(|_| rng.byte()).collect()
+    } else {
+        seeds[rng.below(seeds.len())].clone()
+    };
+    let toks = tokens(target);
+    for _ in 0..1 + rng.below(4) {
+        match rng.below(10) {
+            // Flip one bit.
+            0 if !d.is_empty() => {
+                let i = rng.below(d.len());
+                d[i] ^= 1 << rng.below(8);
+            }
+            // Overwrite a byte.
+            1 if !d.is_empty() => {
+                let i = rng.below(d.len());
+                d[i] = rng.special_byte();
+            }
+            // Insert a few bytes.
+            2 => {
+                let i = rng.below(d.len() + 1);
+                for _ in 0..1 + rng.below(4) {
+                    d.insert(i, rng.special_byte());
+                }
+            }
+            // Delete a range.
+            3 if !d.is_empty() => {
+                let i = rng.below(d.len());
+                let n = 1 + rng.below((d.len() - i).min(16));
+                d.drain(i..i + n);
+            }
+            // Truncate.
+            4 => {
+                let n = rng.below(d.len() + 1);
+                d.truncate(n);
+            }
+            // Insert a token.
+            5 | 6 if !toks.is_empty() => {
+                let i = rng.below(d.len() + 1);
+                let t = toks[rng.below(toks.len())].as_bytes();
+                d.splice(i..i, t.iter().copied());
+            }
+            // Duplicate a range.
+            7 if !d.is_empty() => {
+                let i = rng.below(d.len());
+                let n = 1 + rng.below((d.len() - i).min(64));
+                let chunk = d[i..i + n].to_vec();
+                let at = rng.below(d.len() + 1);
+                d.splice(at..at, chunk);
+            }
+            // Splice: head of this input, tail of another seed.
+            8 if !seeds.is_empty() => {
+                let other = &seeds[rng.below(seeds.len())];
+                let cut = rng.below(d.len() + 1);
+                let from = rng.below(other.len() + 1);
+                d.truncate(cut);
+                d.extend_from_slice(&other[from..]);
+            }
+            // Overwrite a 1-, 2-, 4- or 8-byte field with a boundary value.
+            _ if d.len() >= 8 => {
+                let w = 1 << rng.below(4);
+                let i = rng.below(d.len() - w + 1);
+                let v: u64 = match rng.below(4) {
+                    0 => 0,
+                    1 => u64::MAX,
+                    2 => 1 << rng.below(64),
+                    _ => rng.next(),
+                };
+                d[i..i + w].copy_from_slice(&v.to_le_bytes()[..w]);
+            }
+            _ => d.push(rng.byte()),
+        }
+    }
+    d.truncate(MAX_LEN);
+    d
+}
+
+/// A number from the environment: decimal, or hexadecimal with `0x`.
+fn env_u64(name: &str, default: u64) -> u64 {
+    let Ok(v) = std::env::var(name) else {
+        return default;
+    };
+    let parsed = match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => v.parse(),
+    };
+    parsed.unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+}
+
+fn seed_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("seeds")
+        .join(target)
+}
+
+/// Runs `body` on `data`; on a panic, saves the input and fails with where to find it.
+fn run_one(target: &str, body: basalt_fuzz::Body, data: &[u8], what: &str) {
+    if catch_unwind(AssertUnwindSafe(|| body(data))).is_ok() {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/smoke-failures")
+        .join(target);
+    let _ = std::fs::create_dir_all(&dir);
+    let file = dir.join(format!("crash-{what}"));
+    let saved = match std::fs::write(&file, data) {
+        Ok(()) => format!("saved to {}", file.display()),
+        Err(e) => format!("could not save it: {e}"),
+    };
+    let shown = String::from_utf8_lossy(&data[..data.len().min(512)]);
+    panic!(
+        "{target} panicked on {what} ({} bytes; {saved}); input starts {shown:?}\n\
+         replay: cd fuzz && cargo run --release --bin {target} -- {}",
+        data.len(),
+        file.display()
+    );
+}
+
+#[test]
+fn every_target_survives_its_seeds_and_their_mutations() {
+    let seed = env_u64("BASALT_FUZZ_SMOKE_SEED", DEFAULT_SEED);
+    let iters = env_u64("BASALT_FUZZ_SMOKE_ITERS", DEFAULT_ITERS);
+    for (i, &(target, body)) in TARGETS.iter().enumerate() {
+        let files = files_in(&seed_dir(target));
+        assert!(
+            !files.is_empty(),
+            "no seeds in {}",
+            seed_dir(target).display()
+        );
+        let seeds: Vec<Vec<u8>> = files
+            .iter()
+            .map(|f| std::fs::read(f).expect("readable seed"))
+            .collect();
+        for (file, data) in files.iter().zip(&seeds) {
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+            run_one(
+                target,
+                body,
+                data,
+                &format!("seed-{}", name.unwrap_or_default()),
+            );
+        }
+        // A distinct stream per target, so adding a target does not reshuffle the others.
+        let mut rng = Rng(seed ^ (i as u64 + 1).wrapping_mul(0xd6e8_feb8_6659_fd93));
+        let started = std::time::Instant::now();
+        let mut bytes = 0usize;
+        for n in 0..iters {
+            let data = mutate(&mut rng, target, &seeds);
+            bytes += data.len();
+            run_one(target, body, &data, &format!("mutant-{seed:#x}-{n}"));
+        }
+        eprintln!(
+            "smoke: {target}: {} seeds + {iters} mutants (seed {seed:#x}, {} bytes on average) \
+             passed in {:.2?}",
+            seeds.len(),
+            bytes / usize::try_from(iters.max(1)).unwrap_or(1),
+            started.elapsed()
+        );
+    }
+}
+
+/// The `verify_decode` seeds hold units `check` accepts against their expected header, so the
+/// mutations start from the interesting (valid) case rather than from "no header".
+#[test]
+fn verify_decode_seeds_are_valid_units() {
+    for file in files_in(&seed_dir("verify_decode")) {
+        let data = std::fs::read(&file).expect("readable seed");
+        if file
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("invalid-"))
+        {
+            continue;
+        }
+        let (prefix, unit) = data.split_at(basalt_fuzz::EXPECTED_LEN);
+        let h = Header::decode(unit).expect("a verify header");
+        assert_eq!(prefix, expected_prefix(h), "{}", file.display());
+        assert_eq!(verify::check(unit, h), Ok(()), "{}", file.display());
+    }
+}
+
+/// The `datapath_config` seeds are what their names say: `bad-*` are refused by the parser,
+/// `engine-refused-*` parse but `engine_config` refuses them, every other one parses (whether
+/// its engine settings fit this machine is not checked).
+#[test]
+fn datapath_config_seeds_parse_as_named() {
+    for file in files_in(&seed_dir("datapath_config")) {
+        let text = std::fs::read_to_string(&file).expect("a UTF-8 seed");
+        let name = file
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        let parsed = basalt_datapath::DatapathConfig::parse(&text);
+        if name.starts_with("bad-") {
+            assert!(parsed.is_err(), "{name} parses");
+        } else {
+            let cfg = parsed.unwrap_or_else(|e| panic!("{name}: {e}"));
+            if name.starts_with("engine-refused-") {
+                assert!(
+                    cfg.engine_config().is_err(),
+                    "{name}: engine config accepted"
+                );
+            }
+            if name == "full.toml" {
+                assert_eq!(cfg.bdevs.len(), 4, "{name}");
+            }
+        }
+    }
+}
+
+/// Rewrites the generated (binary) seeds: `cargo test --release -- --ignored write_seeds`.
+/// The text seeds (TOML, command-line values) are written by hand.
+#[test]
+#[ignore = "writes into seeds/; run by hand after changing the verify format"]
+fn write_seeds() {
+    let unit = |len: usize, h: Header| {
+        let mut u = vec![0u8; len];
+        verify::fill(&mut u, h);
+        u
+    };
+    let decode = seed_dir("verify_decode");
+    let roundtrip = seed_dir("verify_roundtrip");
+    std::fs::create_dir_all(&decode).expect("mkdir");
+    std::fs::create_dir_all(&roundtrip).expect("mkdir");
+    let write = |dir: &Path, name: &str, data: &[u8]| {
+        std::fs::write(dir.join(name), data).expect("write seed");
+    };
+
+    // verify_decode: expected header ++ unit.
+    let cases = [
+        (
+            "valid-4k",
+            4096,
+            Header {
+                offset: 8192,
+                run_id: 0x5eed_cafe_f00d_0001,
+                generation: 3,
+            },
+        ),
+        (
+            "valid-512",
+            512,
+            Header {
+                offset: 0,
+                run_id: 1,
+                generation: 1,
+            },
+        ),
+        (
+            "valid-header-only",
+            32,
+            Header {
+                offset: 1 << 40,
+                run_id: u64::MAX,
+                generation: u32::MAX,
+            },
+        ),
+    ];
+    for (name, len, h) in cases {
+        let mut data = expected_prefix(h).to_vec();
+        data.extend(unit(len, h));
+        write(&decode, &format!("{name}.bin"), &data);
+    }
+    // A unit from an earlier generation: check must report StaleGeneration.
+    let h = Header {
+        offset: 4096,
+        run_id: 7,
+        generation: 2,
+    };
+    let mut data = expected_prefix(Header { generation: 3, ..h }).to_vec();
+    data.extend(unit(4096, h));
+    write(&decode, "invalid-stale-4k.bin", &data);
+    // A torn unit: the second half from another generation.
+    let mut torn = unit(4096, h);
+    torn[2048..].copy_from_slice(&unit(4096, Header { generation: 3, ..h })[2048..]);
+    let mut data = expected_prefix(h).to_vec();
+    data.extend(torn);
+    write(&decode, "invalid-torn-4k.bin", &data);
+
+    // verify_roundtrip: offset, run id, generation, length, flip position, flip mask.
+    let rt = |h: Header, len: u16, pos: u16, mask: u8| {
+        let mut d = expected_prefix(h).to_vec();
+        d.extend(len.to_le_bytes());
+        d.extend(pos.to_le_bytes());
+        d.push(mask);
+        d
+    };
+    let h = Header {
+        offset: 8192,
+        run_id: 0x5eed_cafe_f00d_0001,
+        generation: 3,
+    };
+    write(
+        &roundtrip,
+        "4k-flip-payload.bin",
+        &rt(h, 4096 - 32, 1000, 0x10),
+    );
+    write(
+        &roundtrip,
+        "512-flip-checksum.bin",
+        &rt(
+            Header {
+                offset: 0,
+                run_id: 1,
+                generation: 1,
+            },
+            512 - 32,
+            29,
+            0xff,
+        ),
+    );
+    write(
+        &roundtrip,
+        "header-only-flip-magic.bin",
+        &rt(
+            Header {
+                offset: 1 << 40,
+                run_id: u64::MAX,
+                generation: u32::MAX,
+            },
+            0,
+            3,
+            0x01,
+        ),
+    );
+    write(
+        &roundtrip,
+        "odd-length.bin",
+        &rt(
+            Header {
+                offset: 12345,
+                run_id: 42,
+                generation: 0,
+            },
+            37,
+            60,
+            0x80,
+        ),
+    );
+}
