@@ -50,6 +50,8 @@ pub struct Job {
     pub pin: bool,
     /// Reactors spin instead of sleeping when idle.
     pub busy_poll: bool,
+    /// Completions a reactor handles per loop pass (the engine's `completion_batch`).
+    pub completion_batch: usize,
     /// Stop after this long.
     #[serde(with = "secs")]
     pub time: Option<Duration>,
@@ -174,6 +176,7 @@ mod tests {
             cpus: vec![0, 1],
             pin: false,
             busy_poll: false,
+            completion_batch: 4,
             time: None,
             size: None,
             offset: 0,

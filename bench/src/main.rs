@@ -94,6 +94,10 @@ struct Args {
     #[arg(long)]
     busy_poll: bool,
 
+    /// Completions a reactor handles before submitting the I/O they trigger (engine tuning).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    completion_batch: usize,
+
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -149,6 +153,7 @@ fn main() {
         cpus: args.cpus.unwrap_or_else(|| (0..args.cores).collect()),
         pin: !args.no_pin,
         busy_poll: args.busy_poll,
+        completion_batch: args.completion_batch,
         time: args.time,
         size: args.size.map(|s| s.0),
         offset: args.offset.0,

@@ -458,6 +458,7 @@ fn engine_for(job: &Job) -> Result<Engine, RunError> {
         pin: job.pin,
         reactor: ReactorConfig {
             busy_poll: job.busy_poll,
+            completion_batch: job.completion_batch.max(1),
             ring_entries: (job.qd * 2).next_power_of_two().clamp(256, 4096) as u32,
             buffers: BufPoolConfig {
                 small_count: defaults.small_count.max(job.qd + 16),

@@ -6,6 +6,7 @@
 //! pin = true
 //! busy_poll = false
 //! ring_entries = 512
+//! completion_batch = 4 # completions handled before their follow-up I/O is submitted
 //!
 //! [engine.buffers]     # per reactor, registered with its ring
 //! small_count = 2048   # 8 KiB buffers
@@ -52,6 +53,8 @@ pub struct EngineSection {
     pub busy_poll: bool,
     /// Submission-queue entries per ring (a power of two).
     pub ring_entries: u32,
+    /// Completions handled per loop pass before the I/O they trigger is submitted.
+    pub completion_batch: usize,
     /// Registered buffers per reactor.
     pub buffers: BuffersSection,
 }
@@ -65,6 +68,7 @@ impl Default for EngineSection {
             pin: true,
             busy_poll: r.busy_poll,
             ring_entries: r.ring_entries,
+            completion_batch: r.completion_batch,
             buffers: BuffersSection::default(),
         }
     }
@@ -173,6 +177,7 @@ impl DatapathConfig {
             reactor: ReactorConfig {
                 ring_entries: e.ring_entries,
                 busy_poll: e.busy_poll,
+                completion_batch: e.completion_batch,
                 buffers: BufPoolConfig {
                     small_count: e.buffers.small_count,
                     large_count: e.buffers.large_count,
@@ -183,6 +188,11 @@ impl DatapathConfig {
         };
         cfg.validate()
             .map_err(|err| DatapathError::Config(err.to_string()))?;
+        if e.completion_batch == 0 {
+            return Err(DatapathError::Config(
+                "engine.completion_batch must be at least 1".into(),
+            ));
+        }
         if e.buffers.small_count == 0 || e.buffers.large_count == 0 {
             return Err(DatapathError::Config(
                 "engine.buffers counts must be at least 1".into(),

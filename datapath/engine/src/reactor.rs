@@ -79,6 +79,11 @@ pub struct ReactorConfig {
     pub ring_entries: u32,
     /// Spin instead of sleeping in the kernel when idle (burns a core; lowest latency).
     pub busy_poll: bool,
+    /// Completions delivered per pass of the loop before the reactor submits the I/O they
+    /// triggered. Small batches keep requests flowing to the device in a steady stream instead
+    /// of convoys: with 32 writes in flight on a virtio disk, a batch of 4 gave ~20% more IOPS
+    /// than delivering everything at once (docs/engine.md). At least 1.
+    pub completion_batch: usize,
     /// Registered buffer pool of this reactor.
     pub buffers: BufPoolConfig,
     /// Size of the fixed-file table.
@@ -90,6 +95,7 @@ impl Default for ReactorConfig {
         ReactorConfig {
             ring_entries: 512,
             busy_poll: false,
+            completion_batch: 4,
             buffers: BufPoolConfig::default(),
             fixed_files: 1024,
         }
@@ -292,6 +298,7 @@ pub struct Reactor {
     inflight: Cell<usize>,
     stopping: Cell<bool>,
     busy_poll: bool,
+    completion_batch: usize,
 }
 
 impl std::fmt::Debug for Reactor {
@@ -361,6 +368,7 @@ impl Reactor {
             inflight: Cell::new(0),
             stopping: Cell::new(false),
             busy_poll: cfg.busy_poll,
+            completion_batch: cfg.completion_batch.max(1),
         });
         CURRENT.with(|c| *c.borrow_mut() = Some(reactor.clone()));
         Ok(reactor)
@@ -649,14 +657,21 @@ impl Reactor {
         }
     }
 
-    /// Delivers every available completion. Returns how many.
+    /// Delivers up to `completion_batch` available completions. Returns how many.
     fn reap(&self) -> usize {
         let mut batch = self.batch.take();
-        batch.extend(self.backlog.borrow_mut().drain(..));
+        let cap = self.completion_batch;
         {
+            let mut backlog = self.backlog.borrow_mut();
+            let n = backlog.len().min(cap);
+            batch.extend(backlog.drain(..n));
+        }
+        if batch.len() < cap {
             let mut ring = self.ring.borrow_mut();
+            let room = cap - batch.len();
             batch.extend(
                 ring.completion()
+                    .take(room)
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
         }
@@ -825,7 +840,10 @@ impl Reactor {
                 }
             }
 
-            let ready = !self.shared.runq.is_empty() || !self.shared.inbox.is_empty();
+            let ready = !self.shared.runq.is_empty()
+                || !self.shared.inbox.is_empty()
+                || !self.backlog.borrow().is_empty()
+                || !self.ring.borrow_mut().completion().is_empty();
             if work > 0 || ready || self.busy_poll {
                 self.enter(false, None);
             } else {
