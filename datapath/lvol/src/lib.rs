@@ -1,0 +1,14 @@
+//! The volume store ("lvstore"): thin volumes, O(1) snapshots and clones on a base block
+//! device. `docs/lvstore.md` describes the design and the on-disk format.
+//!
+//! This crate is being built in steps. Today it holds the on-disk format ([`format`]): the
+//! superblock, metadata page framing, volume records and the cluster-map pages, each encoded
+//! and strictly validated (checksums, bounds, cross-field checks) so that any byte string read
+//! from a device decodes to a value or a precise [`FormatError`], never a panic. The
+//! allocator, the copy-on-write map tree, commits and recovery follow.
+
+#![deny(missing_docs)]
+
+pub mod format;
+
+pub use format::FormatError;
