@@ -471,3 +471,106 @@ fn write_seeds() {
         ),
     );
 }
+
+/// Writes the `lvol_metadata` seeds: one valid page of each kind (selector byte first):
+/// `cargo test --release -- --ignored write_lvol_seeds`.
+#[test]
+#[ignore = "writes into seeds/; run by hand after changing the volume-store format"]
+fn write_lvol_seeds() {
+    use basalt_lvol::format::*;
+    let dir = seed_dir("lvol_metadata");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let b = basalt_fuzz::lvol_bounds();
+    let at = PageNo(basalt_fuzz::LVOL_SEED_PAGE);
+    // Each page twice: as is, and with the reseal bit (the target recomputes the checksum).
+    let write = |name: &str, selector: u8, page: &[u8]| {
+        for (suffix, sel) in [("", selector), ("-resealed", selector | 0x80)] {
+            let mut d = vec![sel];
+            d.extend_from_slice(page);
+            let file = name.replace(".bin", &format!("{suffix}.bin"));
+            std::fs::write(dir.join(file), d).expect("write seed");
+        }
+    };
+    let sb = Superblock {
+        flags: SUPER_FLAG_CLEAN,
+        uuid: b.uuid,
+        name: "cinder-volumes".into(),
+        generation: 12,
+        block_size: 512,
+        cluster_size: 1 << 20,
+        total_clusters: 4096,
+        volume_table: PageNo(300),
+        allocated_clusters: 17,
+        provisioned_bytes: 10 << 30,
+        next_volume_id: 3,
+        created_ns: 1_700_000_000_000_000_000,
+        committed_ns: 1_700_000_001_000_000_000,
+    };
+    write("superblock.bin", 0, &*sb.encode());
+    let mut entries = Box::new([MapEntry::default(); LEAF_FANOUT]);
+    entries[0] = MapEntry {
+        own: 5,
+        own_bits: u64::MAX,
+        back: 0,
+        back_bits: 0,
+    };
+    entries[7] = MapEntry {
+        own: 9,
+        own_bits: 0b1,
+        back: 6,
+        back_bits: 0b1110,
+    };
+    write(
+        "map-leaf.bin",
+        1,
+        &*MapLeaf {
+            generation: 12,
+            entries,
+        }
+        .encode(at, &b.uuid),
+    );
+    let mut children = Box::new([PageNo::NONE; NODE_FANOUT]);
+    children[0] = PageNo(100);
+    children[3] = PageNo(101);
+    write(
+        "map-node.bin",
+        2,
+        &*MapNode {
+            generation: 12,
+            level: 1,
+            children,
+        }
+        .encode(at, &b.uuid),
+    );
+    let vol = |id: u64, flags: u32, parent_id: u64| VolumeRecord {
+        id,
+        uuid: [id as u8; 16],
+        name: format!("volume-{id}"),
+        flags,
+        map_height: 1,
+        size_bytes: 100 << 20,
+        map_root: PageNo(200 + id),
+        parent_id,
+        created_ns: 5,
+        properties: if id == 1 { PageNo(43) } else { PageNo::NONE },
+    };
+    let table = VolumeTablePage {
+        generation: 12,
+        next: PageNo::NONE,
+        volumes: vec![vol(1, 0, 0), vol(2, VOLUME_SNAPSHOT | VOLUME_READ_ONLY, 1)],
+    };
+    write("volume-table.bin", 3, &*table.encode(at, &b.uuid));
+    let props = PropertiesPage {
+        generation: 12,
+        next: PageNo::NONE,
+        pairs: vec![(
+            "cinder.volume_id".into(),
+            b"0b7e4c52-0000-4000-8000-000000000001".to_vec(),
+        )],
+    };
+    write(
+        "properties.bin",
+        4,
+        &*props.encode(at, &b.uuid).expect("fits"),
+    );
+}
