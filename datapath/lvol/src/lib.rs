@@ -10,11 +10,17 @@
 //!   what the committed trees reference (double references are errors), with releases held
 //!   back until the commit that made them is durable.
 //!
-//! The copy-on-write map tree, commits and recovery, the volume bdev and the checker follow.
+//! - the cluster maps ([`tree`]): copy-on-write radix trees whose pages and clusters are shared
+//!   by reference (snapshot = one reference on a root), with path copying, shadow paging of
+//!   committed pages, and reference counts rebuilt by [`tree::Forest::load`].
+//!
+//! The volume layer (data copy-on-write by subcluster, the volume bdev), the volume table and
+//! superblock commits, recovery, the checker and the CLI follow.
 
 #![deny(missing_docs)]
 
 pub mod alloc;
 pub mod format;
+pub mod tree;
 
 pub use format::FormatError;
