@@ -427,6 +427,57 @@ fn check_page(what: &'static str, page: PageNo, total_pages: u64) -> Result<(), 
     Ok(())
 }
 
+/// The bytes from `from` to the checksum must be zero (one encoding per value).
+fn check_tail(
+    what: &'static str,
+    page: PageNo,
+    buf: &[u8],
+    from: usize,
+) -> Result<(), FormatError> {
+    if all_zero(&buf[from..CRC_OFFSET]) {
+        Ok(())
+    } else {
+        Err(invalid(
+            what,
+            format!("{page}: bytes after the last entry are not zero"),
+        ))
+    }
+}
+
+/// The header's entry count must match what the body holds.
+fn check_count(
+    what: &'static str,
+    page: PageNo,
+    header: u16,
+    used: usize,
+) -> Result<(), FormatError> {
+    if usize::from(header) == used {
+        Ok(())
+    } else {
+        Err(invalid(
+            what,
+            format!("{page}: header counts {header} entries, {used} in use"),
+        ))
+    }
+}
+
+/// Reads the link to the next page of a chain (volume table, properties) at the body's start.
+fn decode_link(
+    what: &'static str,
+    page: PageNo,
+    buf: &[u8],
+    total_pages: u64,
+) -> Result<PageNo, FormatError> {
+    let next = PageNo(Fields(buf).u64(HEADER_LEN));
+    if next.is_some() {
+        check_page(what, next, total_pages)?;
+        if next == page {
+            return Err(invalid(what, format!("{page} links to itself")));
+        }
+    }
+    Ok(next)
+}
+
 /// What a decoder needs to know about the store to bound what it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreBounds {
@@ -635,18 +686,8 @@ impl MapLeaf {
             e.validate(WHAT, bounds.total_clusters)?;
             used += usize::from(!e.is_empty());
         }
-        if !all_zero(&buf[HEADER_LEN + LEAF_FANOUT * ENTRY_LEN..CRC_OFFSET]) {
-            return Err(invalid(
-                WHAT,
-                format!("{page}: trailing bytes are not zero"),
-            ));
-        }
-        if used != usize::from(h.count) {
-            return Err(invalid(
-                WHAT,
-                format!("{page}: header counts {} entries, {used} in use", h.count),
-            ));
-        }
+        check_tail(WHAT, page, buf, HEADER_LEN + LEAF_FANOUT * ENTRY_LEN)?;
+        check_count(WHAT, page, h.count, used)?;
         Ok(MapLeaf {
             generation: h.generation,
             entries,
@@ -711,18 +752,8 @@ impl MapNode {
                 used += 1;
             }
         }
-        if !all_zero(&buf[HEADER_LEN + NODE_FANOUT * 8..CRC_OFFSET]) {
-            return Err(invalid(
-                WHAT,
-                format!("{page}: trailing bytes are not zero"),
-            ));
-        }
-        if used != usize::from(h.count) {
-            return Err(invalid(
-                WHAT,
-                format!("{page}: header counts {} children, {used} present", h.count),
-            ));
-        }
+        check_tail(WHAT, page, buf, HEADER_LEN + NODE_FANOUT * 8)?;
+        check_count(WHAT, page, h.count, used)?;
         Ok(MapNode {
             generation: h.generation,
             level: h.level,
@@ -925,14 +956,7 @@ impl VolumeTablePage {
                 format!("{page}: level {} with {count} records", h.level),
             ));
         }
-        let f = Fields(buf);
-        let next = PageNo(f.u64(HEADER_LEN));
-        if next.is_some() {
-            check_page(WHAT, next, bounds.total_pages)?;
-            if next == page {
-                return Err(invalid(WHAT, format!("{page} links to itself")));
-            }
-        }
+        let next = decode_link(WHAT, page, buf, bounds.total_pages)?;
         let mut volumes = Vec::with_capacity(count);
         for i in 0..count {
             let at = HEADER_LEN + 8 + i * VOLUME_RECORD_LEN;
@@ -941,13 +965,7 @@ impl VolumeTablePage {
                 bounds,
             )?);
         }
-        let end = HEADER_LEN + 8 + count * VOLUME_RECORD_LEN;
-        if !all_zero(&buf[end..CRC_OFFSET]) {
-            return Err(invalid(
-                WHAT,
-                format!("{page}: bytes after the last record"),
-            ));
-        }
+        check_tail(WHAT, page, buf, HEADER_LEN + 8 + count * VOLUME_RECORD_LEN)?;
         Ok(VolumeTablePage {
             generation: h.generation,
             next,
@@ -1036,14 +1054,8 @@ impl PropertiesPage {
         if h.level != 0 {
             return Err(invalid(WHAT, format!("{page}: level {}", h.level)));
         }
+        let next = decode_link(WHAT, page, buf, bounds.total_pages)?;
         let f = Fields(buf);
-        let next = PageNo(f.u64(HEADER_LEN));
-        if next.is_some() {
-            check_page(WHAT, next, bounds.total_pages)?;
-            if next == page {
-                return Err(invalid(WHAT, format!("{page} links to itself")));
-            }
-        }
         let mut at = HEADER_LEN + 8;
         let mut pairs: Vec<(String, Vec<u8>)> = Vec::with_capacity(usize::from(h.count));
         for _ in 0..h.count {
@@ -1070,9 +1082,7 @@ impl PropertiesPage {
             }
             pairs.push((key, value));
         }
-        if !all_zero(&buf[at..CRC_OFFSET]) {
-            return Err(invalid(WHAT, format!("{page}: bytes after the last pair")));
-        }
+        check_tail(WHAT, page, buf, at)?;
         Ok(PropertiesPage {
             generation: h.generation,
             next,
