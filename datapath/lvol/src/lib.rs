@@ -14,13 +14,19 @@
 //!   by reference (snapshot = one reference on a root), with path copying, shadow paging of
 //!   committed pages, and reference counts rebuilt by [`tree::Forest::load`].
 //!
-//! The volume layer (data copy-on-write by subcluster, the volume bdev), the volume table and
-//! superblock commits, recovery, the checker and the CLI follow.
+//! - the store's metadata ([`store`]): create, open (the newer valid superblock slot, the
+//!   volume table and properties, the maps) and commit in shadow-paging order over a
+//!   [`store::MetaDisk`]; thin volumes, snapshots, clones, delete, revert, resize, rename,
+//!   read-only and properties.
+//!
+//! The volume layer (data copy-on-write by subcluster, thick volumes, the volume bdev on the
+//! engine), the checker and the CLI follow.
 
 #![deny(missing_docs)]
 
 pub mod alloc;
 pub mod format;
+pub mod store;
 pub mod tree;
 
 pub use format::FormatError;

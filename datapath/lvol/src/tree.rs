@@ -112,6 +112,11 @@ impl Forest {
         &self.space
     }
 
+    /// The space map, for metadata outside the maps (volume table, properties).
+    pub fn space_mut(&mut self) -> &mut SpaceMap {
+        &mut self.space
+    }
+
     /// Takes a free data cluster (not yet referenced: hand it to [`Forest::set`], or give it
     /// back with [`Forest::abandon_cluster`]).
     ///
