@@ -37,6 +37,96 @@ enum Command {
     /// Settings come from the TOML file given with --config (see docs/operations.md for every
     /// key); the flags below override the file.
     Datapath(DatapathArgs),
+
+    /// Look at and manage a volume store offline (the daemon must not have it open).
+    #[command(subcommand)]
+    Lvol(LvolCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LvolCommand {
+    /// Write a new, empty volume store on a file or device (refuses to overwrite a store
+    /// unless --force).
+    Create {
+        /// The file or block device.
+        #[arg(long, value_name = "PATH")]
+        path: PathBuf,
+        /// Name of the store (1 to 64 bytes).
+        #[arg(long)]
+        name: String,
+        /// Allocation unit: a power of two from 64K to 64M (see docs/lvstore.md).
+        #[arg(long, default_value = "1M", value_name = "SIZE")]
+        cluster_size: ByteSize,
+        /// Logical block size of the volumes: 512 or 4096.
+        #[arg(long, default_value_t = 512, value_name = "BYTES")]
+        block_size: u32,
+        /// Overwrite an existing store.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The store's superblock and space usage.
+    Inspect {
+        /// The file or block device.
+        #[arg(long, value_name = "PATH")]
+        path: PathBuf,
+    },
+    /// Every volume, snapshot and clone.
+    List {
+        /// The file or block device.
+        #[arg(long, value_name = "PATH")]
+        path: PathBuf,
+    },
+    /// Verify the store; exits 1 and lists every problem found.
+    Check {
+        /// The file or block device.
+        #[arg(long, value_name = "PATH")]
+        path: PathBuf,
+    },
+    /// Create a thin volume.
+    VolumeCreate {
+        /// The file or block device.
+        #[arg(long, value_name = "PATH")]
+        path: PathBuf,
+        /// Name of the new volume.
+        #[arg(long)]
+        name: String,
+        /// Size (suffixes K, M, G, T).
+        #[arg(long, value_name = "SIZE")]
+        size: ByteSize,
+    },
+    /// Snapshot a volume (read-only, O(1)).
+    Snapshot {
+        /// The file or block device.
+        #[arg(long, value_name = "PATH")]
+        path: PathBuf,
+        /// The volume to snapshot.
+        #[arg(long, value_name = "NAME")]
+        volume: String,
+        /// Name of the snapshot.
+        #[arg(long)]
+        name: String,
+    },
+    /// Clone a volume or snapshot (writable, O(1)).
+    Clone {
+        /// The file or block device.
+        #[arg(long, value_name = "PATH")]
+        path: PathBuf,
+        /// The volume or snapshot to clone.
+        #[arg(long, value_name = "NAME")]
+        volume: String,
+        /// Name of the clone.
+        #[arg(long)]
+        name: String,
+    },
+    /// Delete a volume, snapshot or clone (space nothing else shares is freed).
+    Delete {
+        /// The file or block device.
+        #[arg(long, value_name = "PATH")]
+        path: PathBuf,
+        /// The volume to delete.
+        #[arg(long, value_name = "NAME")]
+        volume: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +202,7 @@ fn main() {
     let result = match cli.command {
         Command::Up(args) => up(&args),
         Command::Datapath(args) => datapath(&args),
+        Command::Lvol(cmd) => lvol(cmd),
     };
     if let Err(e) = result {
         eprintln!("basalt: error: {e:#}");
@@ -159,6 +250,153 @@ fn serve(cfg: &DatapathConfig) -> Result<()> {
     tracing::info!(signal = sig, "shutting down");
     dp.shutdown();
     Ok(())
+}
+
+fn lvol(cmd: LvolCommand) -> Result<()> {
+    use basalt_lvol::disk::FileDisk;
+    use basalt_lvol::store::Store;
+    let open = |path: &Path, writable: bool| -> Result<(FileDisk, Store)> {
+        let mut disk = FileDisk::open(path, writable)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let store = Store::open(&mut disk)
+            .with_context(|| format!("{} holds no usable volume store", path.display()))?;
+        Ok((disk, store))
+    };
+    let find = |store: &Store, name: &str| -> Result<u64> {
+        store
+            .find(name)
+            .map(|v| v.record.id)
+            .with_context(|| format!("no volume named {name:?}"))
+    };
+    match cmd {
+        LvolCommand::Create {
+            path,
+            name,
+            cluster_size,
+            block_size,
+            force,
+        } => {
+            let mut disk = FileDisk::open(&path, true)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            if !force && Store::open(&mut disk).is_ok() {
+                bail!(
+                    "{} already holds a volume store (use --force to overwrite it)",
+                    path.display()
+                );
+            }
+            let cluster = u32::try_from(cluster_size.0).context("--cluster-size is too large")?;
+            let store = Store::create(&mut disk, &name, cluster, block_size)?;
+            let sb = store.superblock();
+            println!(
+                "created store {:?} on {}: {} clusters of {} bytes",
+                sb.name,
+                path.display(),
+                sb.total_clusters,
+                sb.cluster_size
+            );
+        }
+        LvolCommand::Inspect { path } => {
+            let (_, store) = open(&path, false)?;
+            let sb = store.superblock();
+            let space = store.forest().space();
+            println!("store        {}", sb.name);
+            println!("uuid         {}", hex(&sb.uuid));
+            println!("generation   {}", sb.generation);
+            println!("block size   {}", sb.block_size);
+            println!("cluster size {}", sb.cluster_size);
+            println!(
+                "clusters     {} total, {} used, {} free",
+                sb.total_clusters,
+                space.used_clusters(),
+                space.free_clusters()
+            );
+            println!("meta pages   {}", space.used_pages());
+            println!("provisioned  {} bytes", sb.provisioned_bytes);
+            println!("volumes      {}", store.volumes().count());
+        }
+        LvolCommand::List { path } => {
+            let (_, store) = open(&path, false)?;
+            println!(
+                "{:>6}  {:<24} {:>16}  {:<10} {:>6}",
+                "ID", "NAME", "SIZE", "KIND", "PARENT"
+            );
+            for v in store.volumes() {
+                let r = &v.record;
+                let kind = if r.flags & basalt_lvol::format::VOLUME_SNAPSHOT != 0 {
+                    "snapshot"
+                } else if r.flags & basalt_lvol::format::VOLUME_READ_ONLY != 0 {
+                    "read-only"
+                } else {
+                    "volume"
+                };
+                let parent = if r.parent_id == 0 {
+                    "-".to_owned()
+                } else {
+                    r.parent_id.to_string()
+                };
+                println!(
+                    "{:>6}  {:<24} {:>16}  {:<10} {:>6}",
+                    r.id, r.name, r.size_bytes, kind, parent
+                );
+            }
+        }
+        LvolCommand::Check { path } => {
+            let mut disk = FileDisk::open(&path, false)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            let store = match Store::open(&mut disk) {
+                Ok(s) => s,
+                Err(e) => {
+                    println!("PROBLEM: {e}");
+                    std::process::exit(1);
+                }
+            };
+            let report = store.check();
+            for n in &report.notes {
+                println!("note: {n}");
+            }
+            for p in &report.problems {
+                println!("PROBLEM: {p}");
+            }
+            if !report.problems.is_empty() {
+                std::process::exit(1);
+            }
+            println!(
+                "store {:?} is consistent: {} volumes, generation {}",
+                store.superblock().name,
+                store.volumes().count(),
+                store.superblock().generation
+            );
+        }
+        LvolCommand::VolumeCreate { path, name, size } => {
+            let (mut disk, mut store) = open(&path, true)?;
+            let id = store.create_volume(&name, size.0)?;
+            store.commit(&mut disk)?;
+            println!("created volume {name:?} (id {id})");
+        }
+        LvolCommand::Snapshot { path, volume, name } => {
+            let (mut disk, mut store) = open(&path, true)?;
+            let id = store.snapshot(find(&store, &volume)?, &name)?;
+            store.commit(&mut disk)?;
+            println!("created snapshot {name:?} (id {id}) of {volume:?}");
+        }
+        LvolCommand::Clone { path, volume, name } => {
+            let (mut disk, mut store) = open(&path, true)?;
+            let id = store.clone_volume(find(&store, &volume)?, &name)?;
+            store.commit(&mut disk)?;
+            println!("created clone {name:?} (id {id}) of {volume:?}");
+        }
+        LvolCommand::Delete { path, volume } => {
+            let (mut disk, mut store) = open(&path, true)?;
+            store.delete(find(&store, &volume)?)?;
+            store.commit(&mut disk)?;
+            println!("deleted {volume:?}");
+        }
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The configuration `up` writes on first start.

@@ -241,6 +241,21 @@ impl SpaceMap {
         self.pending_pages.push(page);
     }
 
+    /// Clusters that will be in use once the pending releases are free: what a superblock
+    /// written now should record.
+    pub fn used_clusters_after_commit(&self) -> u64 {
+        let ppc = self.pages_per_cluster;
+        let mut emptied: BTreeMap<u64, u64> = BTreeMap::new();
+        for p in &self.pending_pages {
+            *emptied.entry(p.0 / ppc).or_insert(0) += 1;
+        }
+        let freed_meta = emptied
+            .iter()
+            .filter(|&(&c, &n)| c != 0 && self.meta.get(&c).is_some_and(|m| m.pages.ones == n))
+            .count() as u64;
+        self.clusters.ones - self.pending_clusters.len() as u64 - freed_meta
+    }
+
     /// Space released before the current commit, not yet reusable.
     pub fn pending(&self) -> (usize, usize) {
         (self.pending_clusters.len(), self.pending_pages.len())
@@ -488,7 +503,9 @@ mod tests {
                 let meta_clusters: BTreeSet<u64> = pages.iter().chain(&pending_p).map(|p| p / 16).chain([0]).collect();
                 prop_assert!(s.used_clusters() >= (data.len() + pending_c.len() + meta_clusters.len()) as u64);
             }
+            let predicted = s.used_clusters_after_commit();
             s.commit_durable();
+            prop_assert_eq!(s.used_clusters(), predicted, "the prediction a superblock records");
             let meta_clusters: BTreeSet<u64> = pages.iter().map(|p| p / 16).chain([0]).collect();
             prop_assert_eq!(s.used_clusters(), (data.len() + meta_clusters.len()) as u64, "no leak after a commit");
         }

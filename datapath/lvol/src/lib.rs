@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod alloc;
+pub mod disk;
 pub mod format;
 pub mod store;
 pub mod tree;

@@ -345,7 +345,7 @@ impl Store {
         sb.volume_table = next;
         sb.committed_ns = now_ns();
         sb.provisioned_bytes = self.volumes.values().map(|v| v.record.size_bytes).sum();
-        sb.allocated_clusters = self.forest.space().used_clusters();
+        sb.allocated_clusters = self.forest.space().used_clusters_after_commit();
         let other = 1 - self.slot;
         disk.write_page(PageNo(other), &*sb.encode()).map_err(io)?;
         disk.flush().map_err(io)?;
@@ -585,6 +585,48 @@ impl Store {
             None => v.properties.remove(key),
         };
         Ok(())
+    }
+}
+
+/// What [`Store::check`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Inconsistencies, each precise enough to act on. Empty for a healthy store.
+    pub problems: Vec<String>,
+    /// Facts worth knowing that are not problems.
+    pub notes: Vec<String>,
+}
+
+impl Store {
+    /// Verifies an opened store beyond what opening checks (every page decoded and bounded,
+    /// no page referenced twice, no cluster used as both data and metadata, levels and
+    /// names consistent): the superblock's space accounting against the maps, and lineage.
+    pub fn check(&self) -> CheckReport {
+        let mut r = CheckReport::default();
+        let used = self.forest.space().used_clusters();
+        if self.sb.allocated_clusters != used {
+            r.problems.push(format!(
+                "superblock counts {} allocated clusters, the maps and metadata use {used}",
+                self.sb.allocated_clusters
+            ));
+        }
+        let provisioned: u64 = self.volumes.values().map(|v| v.record.size_bytes).sum();
+        if self.sb.provisioned_bytes != provisioned {
+            r.problems.push(format!(
+                "superblock counts {} provisioned bytes, the volumes add up to {provisioned}",
+                self.sb.provisioned_bytes
+            ));
+        }
+        for v in self.volumes.values() {
+            let p = v.record.parent_id;
+            if p != 0 && !self.volumes.contains_key(&p) {
+                r.notes.push(format!(
+                    "volume {} ({}): its parent {p} has been deleted (its data is kept by reference)",
+                    v.record.id, v.record.name
+                ));
+            }
+        }
+        r
     }
 }
 

@@ -171,6 +171,7 @@ fn a_committed_store_reopens_as_it_was() {
     s.commit(&mut disk).expect("committed");
     let before = summary(&s);
     let reopened = Store::open(&mut disk).expect("opens");
+    assert_eq!(reopened.check(), CheckReport::default());
     assert_eq!(summary(&reopened), before);
     assert_eq!(reopened.superblock().generation, 2);
     assert_eq!(
@@ -230,6 +231,11 @@ fn power_loss_at_any_point_of_a_commit_leaves_one_of_the_two_commits() {
             d.crash(tear);
             let reopened = Store::open(&mut d)
                 .unwrap_or_else(|e| panic!("power loss after {n} writes ({tear:?}): {e}"));
+            let report = reopened.check();
+            assert!(
+                report.problems.is_empty(),
+                "after {n} writes ({tear:?}): {report:?}"
+            );
             let got = summary(&reopened);
             assert!(
                 got == old || got == new,
@@ -256,6 +262,13 @@ fn any_snapshot_can_be_deleted_and_space_comes_back() {
         .expect("a snapshot with two clones can be deleted");
     s.commit(&mut disk).expect("committed");
     let reopened = Store::open(&mut disk).expect("opens");
+    let report = reopened.check();
+    assert!(report.problems.is_empty(), "{report:?}");
+    assert_eq!(
+        report.notes.len(),
+        2,
+        "both clones lost their parent: {report:?}"
+    );
     assert_eq!(reopened.volumes().count(), 3);
     let v = reopened.volume(c2).expect("there");
     assert_eq!(
