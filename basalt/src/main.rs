@@ -131,7 +131,8 @@ enum LvolCommand {
 
 #[derive(Debug, Args)]
 struct EngineFlags {
-    /// Number of reactors (one thread per core, on CPUs 0..N). Overrides `engine.cores` and
+    /// Number of reactors, one thread each, pinned to the first N CPUs this process may use
+    /// (its affinity mask; with --no-pin, N unpinned threads). Overrides `engine.cores` and
     /// `engine.cpus`.
     #[arg(long, value_name = "N", conflicts_with = "cpus")]
     cores: Option<usize>,
@@ -172,7 +173,8 @@ impl EngineFlags {
 
 #[derive(Debug, Args)]
 struct DatapathArgs {
-    /// Configuration file (TOML). Without it: one reactor on CPU 0 and no block devices.
+    /// Configuration file (TOML). Without it: one reactor on the first CPU this process may
+    /// use, and no block devices.
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
 
