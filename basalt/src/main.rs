@@ -43,14 +43,21 @@ enum Command {
     Lvol(LvolCommand),
 }
 
+/// Where a volume store lives.
+#[derive(Debug, Args)]
+struct StorePath {
+    /// The file or block device holding the store.
+    #[arg(long, value_name = "PATH")]
+    path: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 enum LvolCommand {
     /// Write a new, empty volume store on a file or device (refuses to overwrite a store
     /// unless --force).
     Create {
-        /// The file or block device.
-        #[arg(long, value_name = "PATH")]
-        path: PathBuf,
+        #[command(flatten)]
+        store: StorePath,
         /// Name of the store (1 to 64 bytes).
         #[arg(long)]
         name: String,
@@ -66,27 +73,23 @@ enum LvolCommand {
     },
     /// The store's superblock and space usage.
     Inspect {
-        /// The file or block device.
-        #[arg(long, value_name = "PATH")]
-        path: PathBuf,
+        #[command(flatten)]
+        store: StorePath,
     },
     /// Every volume, snapshot and clone.
     List {
-        /// The file or block device.
-        #[arg(long, value_name = "PATH")]
-        path: PathBuf,
+        #[command(flatten)]
+        store: StorePath,
     },
     /// Verify the store; exits 1 and lists every problem found.
     Check {
-        /// The file or block device.
-        #[arg(long, value_name = "PATH")]
-        path: PathBuf,
+        #[command(flatten)]
+        store: StorePath,
     },
     /// Create a thin volume.
     VolumeCreate {
-        /// The file or block device.
-        #[arg(long, value_name = "PATH")]
-        path: PathBuf,
+        #[command(flatten)]
+        store: StorePath,
         /// Name of the new volume.
         #[arg(long)]
         name: String,
@@ -96,9 +99,8 @@ enum LvolCommand {
     },
     /// Snapshot a volume (read-only, O(1)).
     Snapshot {
-        /// The file or block device.
-        #[arg(long, value_name = "PATH")]
-        path: PathBuf,
+        #[command(flatten)]
+        store: StorePath,
         /// The volume to snapshot.
         #[arg(long, value_name = "NAME")]
         volume: String,
@@ -108,9 +110,8 @@ enum LvolCommand {
     },
     /// Clone a volume or snapshot (writable, O(1)).
     Clone {
-        /// The file or block device.
-        #[arg(long, value_name = "PATH")]
-        path: PathBuf,
+        #[command(flatten)]
+        store: StorePath,
         /// The volume or snapshot to clone.
         #[arg(long, value_name = "NAME")]
         volume: String,
@@ -120,9 +121,8 @@ enum LvolCommand {
     },
     /// Delete a volume, snapshot or clone (space nothing else shares is freed).
     Delete {
-        /// The file or block device.
-        #[arg(long, value_name = "PATH")]
-        path: PathBuf,
+        #[command(flatten)]
+        store: StorePath,
         /// The volume to delete.
         #[arg(long, value_name = "NAME")]
         volume: String,
@@ -272,7 +272,7 @@ fn lvol(cmd: LvolCommand) -> Result<()> {
     };
     match cmd {
         LvolCommand::Create {
-            path,
+            store: StorePath { path },
             name,
             cluster_size,
             block_size,
@@ -297,7 +297,9 @@ fn lvol(cmd: LvolCommand) -> Result<()> {
                 sb.cluster_size
             );
         }
-        LvolCommand::Inspect { path } => {
+        LvolCommand::Inspect {
+            store: StorePath { path },
+        } => {
             let (_, store) = open(&path, false)?;
             let sb = store.superblock();
             let space = store.forest().space();
@@ -316,7 +318,9 @@ fn lvol(cmd: LvolCommand) -> Result<()> {
             println!("provisioned  {} bytes", sb.provisioned_bytes);
             println!("volumes      {}", store.volumes().count());
         }
-        LvolCommand::List { path } => {
+        LvolCommand::List {
+            store: StorePath { path },
+        } => {
             let (_, store) = open(&path, false)?;
             println!(
                 "{:>6}  {:<24} {:>16}  {:<10} {:>6}",
@@ -342,7 +346,9 @@ fn lvol(cmd: LvolCommand) -> Result<()> {
                 );
             }
         }
-        LvolCommand::Check { path } => {
+        LvolCommand::Check {
+            store: StorePath { path },
+        } => {
             let mut disk = FileDisk::open(&path, false)
                 .with_context(|| format!("cannot open {}", path.display()))?;
             let store = match Store::open(&mut disk) {
@@ -369,25 +375,40 @@ fn lvol(cmd: LvolCommand) -> Result<()> {
                 store.superblock().generation
             );
         }
-        LvolCommand::VolumeCreate { path, name, size } => {
+        LvolCommand::VolumeCreate {
+            store: StorePath { path },
+            name,
+            size,
+        } => {
             let (mut disk, mut store) = open(&path, true)?;
             let id = store.create_volume(&name, size.0)?;
             store.commit(&mut disk)?;
             println!("created volume {name:?} (id {id})");
         }
-        LvolCommand::Snapshot { path, volume, name } => {
+        LvolCommand::Snapshot {
+            store: StorePath { path },
+            volume,
+            name,
+        } => {
             let (mut disk, mut store) = open(&path, true)?;
             let id = store.snapshot(find(&store, &volume)?, &name)?;
             store.commit(&mut disk)?;
             println!("created snapshot {name:?} (id {id}) of {volume:?}");
         }
-        LvolCommand::Clone { path, volume, name } => {
+        LvolCommand::Clone {
+            store: StorePath { path },
+            volume,
+            name,
+        } => {
             let (mut disk, mut store) = open(&path, true)?;
             let id = store.clone_volume(find(&store, &volume)?, &name)?;
             store.commit(&mut disk)?;
             println!("created clone {name:?} (id {id}) of {volume:?}");
         }
-        LvolCommand::Delete { path, volume } => {
+        LvolCommand::Delete {
+            store: StorePath { path },
+            volume,
+        } => {
             let (mut disk, mut store) = open(&path, true)?;
             store.delete(find(&store, &volume)?)?;
             store.commit(&mut disk)?;

@@ -36,6 +36,24 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Runs workspace binary `name` with `args` (and `NO_COLOR`) to completion; returns its exit
+/// code, stdout and stderr.
+///
+/// # Panics
+/// When it cannot be built or started.
+pub fn run(name: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(bin(name))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A running daemon whose stderr is captured line by line.
 #[derive(Debug)]
 pub struct Daemon {

@@ -1,20 +1,10 @@
 //! basalt-bench as a performance engineer runs it.
 #![allow(clippy::tests_outside_test_module)] // an integration test file is its own test crate
 
-use std::process::Command;
-
-use basalt_tests::bin;
+use basalt_tests::run;
 
 fn bench(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(bin("basalt-bench"))
-        .args(args)
-        .output()
-        .expect("runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run("basalt-bench", args)
 }
 
 #[test]

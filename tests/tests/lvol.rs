@@ -1,22 +1,12 @@
 //! `basalt lvol`: the offline volume-store tool, as an admin runs it.
 #![allow(clippy::tests_outside_test_module)] // an integration test file is its own test crate
 
-use std::process::Command;
-
-use basalt_tests::bin;
+use basalt_tests::run;
 
 fn lvol(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(bin("basalt"))
-        .arg("lvol")
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut all = vec!["lvol"];
+    all.extend_from_slice(args);
+    run("basalt", &all)
 }
 
 #[test]
