@@ -93,6 +93,8 @@ pub enum IoError {
     },
     /// the backing store is out of space
     NoSpace,
+    /// the device is read-only
+    ReadOnly,
     /// injected failure of a {0:?}
     Injected(IoKind),
     /// the I/O was abandoned before completion (device closing or engine stopping)

@@ -86,6 +86,8 @@ struct Slot {
     /// Scratch iovec array for vectored submissions; its heap storage is stable while the slot
     /// is pending and is reused by later requests in this slot.
     iovecs: Vec<libc::iovec>,
+    /// Completion hooks of the modules this request passed through, innermost last.
+    hooks: SmallVec<[(Rc<dyn CompletionHook>, u64); 1]>,
 }
 
 /// The slots of one core. See the module documentation.
@@ -121,6 +123,7 @@ fn alloc_slot(req: IoRequest, state: SlotState) -> u32 {
                     state,
                     waker: None,
                     iovecs: Vec::new(),
+                    hooks: SmallVec::new(),
                 });
                 i
             }
@@ -132,6 +135,7 @@ fn free_slot(t: &IoTable, slots: &mut [Slot], index: u32) -> Option<IoRequest> {
     let s = &mut slots[index as usize];
     s.state = SlotState::Free;
     s.waker = None;
+    s.hooks.clear();
     t.free.borrow_mut().push(index);
     s.req.take()
 }
@@ -174,7 +178,20 @@ impl IoSlot {
         })
     }
 
-    /// Finishes the I/O: wakes the waiting future, or frees the slot if nobody waits any more.
+    /// Asks to see this I/O's completion before the layer above: when the module below
+    /// completes the slot, `hook` gets it back (with `cookie`) and must complete it in turn.
+    /// A stacked module that passes the slot down uses this to account for, or post-process,
+    /// the I/O without allocating.
+    pub fn push_hook(&self, hook: Rc<dyn CompletionHook>, cookie: u64) {
+        TABLE.with(|t| {
+            t.slots.borrow_mut()[self.index as usize]
+                .hooks
+                .push((hook, cookie))
+        });
+    }
+
+    /// Finishes the I/O: hands it to the innermost [`CompletionHook`] if one is pushed,
+    /// otherwise wakes the waiting future, or frees the slot if nobody waits any more.
     pub fn complete(self, result: Result<(), IoError>) {
         let index = self.index;
         std::mem::forget(self);
@@ -219,6 +236,15 @@ impl Drop for IoSlot {
 }
 
 fn complete_index(index: u32, result: Result<(), IoError>) {
+    let hook = TABLE.with(|t| t.slots.borrow_mut()[index as usize].hooks.pop());
+    if let Some((hook, cookie)) = hook {
+        let slot = IoSlot {
+            index,
+            _core_local: PhantomData,
+        };
+        hook.completed(slot, cookie, result);
+        return;
+    }
     let (waker, orphan) = TABLE.with(|t| {
         t.pending.set(t.pending.get() - 1);
         let mut slots = t.slots.borrow_mut();
@@ -311,6 +337,13 @@ impl Drop for IoFuture {
         });
         drop(orphan);
     }
+}
+
+/// Sees I/Os complete on their way up a stack of modules; see [`IoSlot::push_hook`].
+pub trait CompletionHook {
+    /// The module below completed `slot` with `result`. Complete the slot in turn (with this
+    /// result or another), now or later; dropping it completes it as aborted.
+    fn completed(&self, slot: IoSlot, cookie: u64, result: Result<(), IoError>);
 }
 
 /// What a module implements per core: take a slot, complete it (now or later).

@@ -46,7 +46,7 @@ use std::rc::Rc;
 
 pub use config::{BdevConfig, BdevSet, ByteSize};
 pub use error::{BdevError, IoError};
-pub use io::{ChannelImpl, IoChannel, IoFuture, IoKind, IoRequest, IoSlot, IoVecs};
+pub use io::{ChannelImpl, CompletionHook, IoChannel, IoFuture, IoKind, IoRequest, IoSlot, IoVecs};
 
 /// A logical block address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -1,5 +1,6 @@
 //! Block device modules, each a sibling behind the [`crate::Bdev`] trait.
 
+pub mod crash;
 pub mod delay;
 pub mod error;
 pub mod malloc;
