@@ -7,8 +7,10 @@
 //!
 //! Shadow paging needs one more rule: space released by a commit may be reused only once that
 //! commit's superblock is durable, because until then a crash brings back the previous tree,
-//! which still references it. Releases therefore go to a pending list that
-//! [`SpaceMap::commit_durable`] hands back to the free pool.
+//! which still references it. Releases therefore go to a pending list. When a commit is
+//! captured, [`SpaceMap::seal`] moves that list aside, and once the commit is durable
+//! [`SpaceMap::commit_durable`] hands exactly those releases back to the free pool (releases
+//! made while the commit was being written wait for the next one).
 //!
 //! Metadata pages are carved out of metadata clusters: cluster 0 (whose first two pages are
 //! the superblock slots) and clusters taken on demand. A metadata cluster whose last page is
@@ -116,6 +118,9 @@ pub struct SpaceMap {
     cursor: u64,
     pending_clusters: Vec<u64>,
     pending_pages: Vec<PageNo>,
+    /// Releases made before the commit in progress was captured: free once it is durable.
+    sealed_clusters: Vec<u64>,
+    sealed_pages: Vec<PageNo>,
 }
 
 impl SpaceMap {
@@ -137,6 +142,8 @@ impl SpaceMap {
             cursor: 1,
             pending_clusters: Vec::new(),
             pending_pages: Vec::new(),
+            sealed_clusters: Vec::new(),
+            sealed_pages: Vec::new(),
         };
         s.clusters.set(0);
         let mut pages = Bits::new(pages_per_cluster);
@@ -217,7 +224,7 @@ impl SpaceMap {
         Some(PageNo(c * ppc + i))
     }
 
-    /// Releases a data cluster; it becomes free once the current commit is durable.
+    /// Releases a data cluster; it becomes free once the next commit is durable.
     ///
     /// # Panics
     /// If the cluster is not an allocated data cluster (a bug in the caller).
@@ -229,7 +236,7 @@ impl SpaceMap {
         self.pending_clusters.push(cluster);
     }
 
-    /// Releases a metadata page; it becomes free once the current commit is durable.
+    /// Releases a metadata page; it becomes free once the next commit is durable.
     ///
     /// # Panics
     /// If the page is not allocated, or is a superblock slot (a bug in the caller).
@@ -241,34 +248,45 @@ impl SpaceMap {
         self.pending_pages.push(page);
     }
 
-    /// Clusters that will be in use once the pending releases are free: what a superblock
+    /// Clusters that will be in use once every release so far is free: what a superblock
     /// written now should record.
     pub fn used_clusters_after_commit(&self) -> u64 {
         let ppc = self.pages_per_cluster;
         let mut emptied: BTreeMap<u64, u64> = BTreeMap::new();
-        for p in &self.pending_pages {
+        for p in self.pending_pages.iter().chain(&self.sealed_pages) {
             *emptied.entry(p.0 / ppc).or_insert(0) += 1;
         }
         let freed_meta = emptied
             .iter()
             .filter(|&(&c, &n)| c != 0 && self.meta.get(&c).is_some_and(|m| m.pages.ones == n))
             .count() as u64;
-        self.clusters.ones - self.pending_clusters.len() as u64 - freed_meta
+        let released = self.pending_clusters.len() + self.sealed_clusters.len();
+        self.clusters.ones - released as u64 - freed_meta
     }
 
-    /// Space released before the current commit, not yet reusable.
+    /// Space released and not yet reusable: (clusters, pages).
     pub fn pending(&self) -> (usize, usize) {
-        (self.pending_clusters.len(), self.pending_pages.len())
+        (
+            self.pending_clusters.len() + self.sealed_clusters.len(),
+            self.pending_pages.len() + self.sealed_pages.len(),
+        )
     }
 
-    /// The commit that released the pending space is durable: make it free. Metadata clusters
+    /// A commit is being captured: the releases so far become free when it is durable
+    /// ([`SpaceMap::commit_durable`]); later ones wait for the commit after it.
+    pub fn seal(&mut self) {
+        self.sealed_clusters.append(&mut self.pending_clusters);
+        self.sealed_pages.append(&mut self.pending_pages);
+    }
+
+    /// The commit sealed last is durable: the space it released is free. Metadata clusters
     /// left without pages (other than cluster 0) return to the cluster pool.
     pub fn commit_durable(&mut self) {
-        for c in std::mem::take(&mut self.pending_clusters) {
+        for c in std::mem::take(&mut self.sealed_clusters) {
             self.clusters.clear(c);
         }
         let ppc = self.pages_per_cluster;
-        for p in std::mem::take(&mut self.pending_pages) {
+        for p in std::mem::take(&mut self.sealed_pages) {
             let c = p.0 / ppc;
             let m = self
                 .meta
@@ -383,6 +401,7 @@ mod tests {
         // Releasing its only page returns the cluster after the commit, not before.
         s.release_page(p);
         assert_eq!(s.used_clusters(), 2);
+        s.seal();
         s.commit_durable();
         assert_eq!(s.used_clusters(), 1);
         assert!(!s.page_in_use(p));
@@ -396,6 +415,7 @@ mod tests {
         assert_eq!(s.alloc_cluster(), None, "full");
         s.release_cluster(a);
         assert_eq!(s.alloc_cluster(), None, "not before the commit");
+        s.seal();
         s.commit_durable();
         assert_eq!(s.alloc_cluster(), Some(a));
         assert_ne!(a, b);
@@ -493,7 +513,8 @@ mod tests {
                         pending_p.push(p);
                     }
                     Op::Commit => {
-                        s.commit_durable();
+                        s.seal();
+        s.commit_durable();
                         pending_c.clear();
                         pending_p.clear();
                     }
@@ -504,7 +525,8 @@ mod tests {
                 prop_assert!(s.used_clusters() >= (data.len() + pending_c.len() + meta_clusters.len()) as u64);
             }
             let predicted = s.used_clusters_after_commit();
-            s.commit_durable();
+            s.seal();
+        s.commit_durable();
             prop_assert_eq!(s.used_clusters(), predicted, "the prediction a superblock records");
             let meta_clusters: BTreeSet<u64> = pages.iter().map(|p| p / 16).chain([0]).collect();
             prop_assert_eq!(s.used_clusters(), (data.len() + meta_clusters.len()) as u64, "no leak after a commit");

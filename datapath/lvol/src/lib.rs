@@ -27,7 +27,13 @@
 pub mod alloc;
 pub mod disk;
 pub mod format;
+pub mod lvs;
 pub mod store;
+mod sync;
 pub mod tree;
+pub mod volume;
 
 pub use format::FormatError;
+pub use lvs::{LvStore, LvsCounters, SpaceInfo, VolumeInfo};
+pub use store::StoreError;
+pub use volume::VolumeBdev;

@@ -17,10 +17,11 @@ use std::collections::BTreeMap;
 
 use crate::alloc::SpaceMap;
 use crate::format::{
-    FormatError, PAGE_SIZE, PageNo, PropertiesPage, StoreBounds, Superblock, VOLUME_READ_ONLY,
-    VOLUME_SNAPSHOT, VOLUMES_PER_PAGE, VolumeRecord, VolumeTablePage, check_name, map_height_for,
+    FormatError, MapEntry, PAGE_SIZE, PageNo, PropertiesPage, StoreBounds, Superblock,
+    VOLUME_READ_ONLY, VOLUME_SNAPSHOT, VOLUME_THICK, VOLUMES_PER_PAGE, VolumeRecord,
+    VolumeTablePage, check_name, map_height_for,
 };
-use crate::tree::{Forest, LoadError, Map, NoSpace};
+use crate::tree::{Forest, LoadError, Lookup, Map, NoSpace};
 
 /// Page-granular access to the base device, for metadata.
 pub trait MetaDisk {
@@ -74,6 +75,10 @@ pub enum StoreError {
         /// The size asked for.
         to: u64,
     },
+    /// volume {0} is open; close it first
+    Busy(u64),
+    /// the store stopped after an I/O error and must be reopened: {0}
+    Failed(String),
     /// {0}
     Invalid(String),
 }
@@ -105,6 +110,20 @@ pub struct Store {
     forest: Forest,
     /// Pages of the committed volume table and property chains (released at the next commit).
     table_pages: Vec<PageNo>,
+    /// The volume table or properties changed since the last capture.
+    dirty: bool,
+}
+
+/// A captured commit: see [`Store::begin_commit`].
+#[derive(Debug)]
+pub struct CommitPlan {
+    /// Metadata pages to write, after a flush of the data and before the superblock.
+    pub pages: Vec<(PageNo, Box<[u8; PAGE_SIZE]>)>,
+    /// The encoded superblock, written once the pages are durable.
+    pub superblock: Box<[u8; PAGE_SIZE]>,
+    /// The slot (page 0 or 1) the superblock goes to.
+    pub slot: PageNo,
+    sb: Superblock,
 }
 
 fn io(e: String) -> StoreError {
@@ -173,6 +192,7 @@ impl Store {
             slot: 0,
             volumes: BTreeMap::new(),
             table_pages: Vec::new(),
+            dirty: true,
         })
     }
 
@@ -265,16 +285,45 @@ impl Store {
             volumes,
             forest,
             table_pages,
+            dirty: false,
         })
     }
 
-    /// Makes every change since the last commit durable.
+    /// Makes every change since the last commit durable, in the order of the module
+    /// documentation. The asynchronous volume layer runs the same steps itself around
+    /// [`Store::begin_commit`] and [`Store::finish_commit`].
     ///
     /// # Errors
     /// An I/O error (the store is then as of the last commit on disk; reopen it), or no space
     /// for the new metadata pages.
     pub fn commit(&mut self, disk: &mut dyn MetaDisk) -> Result<(), StoreError> {
         disk.flush().map_err(io)?;
+        let plan = self.begin_commit()?;
+        for (p, bytes) in &plan.pages {
+            disk.write_page(*p, &**bytes).map_err(io)?;
+        }
+        disk.flush().map_err(io)?;
+        disk.write_page(plan.slot, &*plan.superblock).map_err(io)?;
+        disk.flush().map_err(io)?;
+        self.finish_commit(plan);
+        Ok(())
+    }
+
+    /// Whether anything changed since the last captured commit.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty || self.forest.has_changes()
+    }
+
+    /// Captures a commit: encodes every new or changed metadata page and the superblock that
+    /// will point at them. The caller then writes the pages (after flushing the data that
+    /// they point at), flushes, writes the superblock into [`CommitPlan::slot`], flushes, and
+    /// calls [`Store::finish_commit`]. Changes made meanwhile belong to the next commit. If
+    /// any of those writes fails, the store must be reopened: its memory already treats the
+    /// captured pages as committed.
+    ///
+    /// # Errors
+    /// No space for the new metadata pages.
+    pub fn begin_commit(&mut self) -> Result<CommitPlan, StoreError> {
         // The volume table and properties are small: rewrite them whole, to fresh pages.
         for p in std::mem::take(&mut self.table_pages) {
             self.forest.space_mut().release_page(p);
@@ -335,24 +384,29 @@ impl Store {
             self.table_pages.push(page);
             next = page;
         }
-        writes.extend(self.forest.dirty_pages(&uuid));
-        for (p, bytes) in &writes {
-            disk.write_page(*p, &**bytes).map_err(io)?;
-        }
-        disk.flush().map_err(io)?;
         let mut sb = self.sb.clone();
         sb.generation = generation;
         sb.volume_table = next;
         sb.committed_ns = now_ns();
         sb.provisioned_bytes = self.volumes.values().map(|v| v.record.size_bytes).sum();
-        sb.allocated_clusters = self.forest.space().used_clusters_after_commit();
-        let other = 1 - self.slot;
-        disk.write_page(PageNo(other), &*sb.encode()).map_err(io)?;
-        disk.flush().map_err(io)?;
-        self.sb = sb;
-        self.slot = other;
+        // Counted before sealing, which does not change the prediction.
+        sb.allocated_clusters = self.forest.allocated_after_commit();
+        writes.extend(self.forest.seal(&uuid));
+        self.dirty = false;
+        Ok(CommitPlan {
+            pages: writes,
+            superblock: sb.encode(),
+            slot: PageNo(1 - self.slot),
+            sb,
+        })
+    }
+
+    /// The superblock of `plan` is durable: it becomes the store's current commit, and the
+    /// space its changes released becomes free.
+    pub fn finish_commit(&mut self, plan: CommitPlan) {
+        self.sb = plan.sb;
+        self.slot = plan.slot.0;
         self.forest.commit_durable();
-        Ok(())
     }
 
     /// The committed superblock (as of the last commit or open).
@@ -411,6 +465,7 @@ impl Store {
             created_ns: now_ns(),
             properties: PageNo::NONE,
         };
+        self.dirty = true;
         self.volumes.insert(
             id,
             Volume {
@@ -435,6 +490,74 @@ impl Store {
         self.check_size(size_bytes)?;
         let map = Map::empty(map_height_for(self.clusters_for(size_bytes)));
         Ok(self.add(name, size_bytes, 0, 0, map))
+    }
+
+    /// Creates a volume flagged thick, with nothing mapped yet: the volume layer then
+    /// allocates and zeroes every cluster ([`Store::set_entry`]) before committing.
+    ///
+    /// # Errors
+    /// A bad or taken name, a bad size, or fewer free clusters than the volume needs.
+    pub fn create_thick_volume(&mut self, name: &str, size_bytes: u64) -> Result<u64, StoreError> {
+        self.check_new_name(name)?;
+        self.check_size(size_bytes)?;
+        let clusters = self.clusters_for(size_bytes);
+        if clusters > self.forest.space().free_clusters() {
+            return Err(StoreError::NoSpace);
+        }
+        let map = Map::empty(map_height_for(clusters));
+        Ok(self.add(name, size_bytes, VOLUME_THICK, 0, map))
+    }
+
+    /// Clusters of `cluster_size` bytes that volume `id` spans.
+    ///
+    /// # Errors
+    /// [`StoreError::NoVolume`].
+    pub fn volume_clusters(&self, id: u64) -> Result<u64, StoreError> {
+        Ok(self.clusters_for(self.volume(id)?.record.size_bytes))
+    }
+
+    /// The map entry for cluster `index` of volume `id` (see [`Forest::lookup`]).
+    ///
+    /// # Errors
+    /// No such volume, or an index beyond its size.
+    pub fn lookup(&self, id: u64, index: u64) -> Result<Lookup, StoreError> {
+        let v = self.volume(id)?;
+        if index >= self.clusters_for(v.record.size_bytes) {
+            return Err(StoreError::Invalid(format!(
+                "cluster {index} lies beyond volume {id}"
+            )));
+        }
+        Ok(self.forest.lookup(&v.map, index))
+    }
+
+    /// Sets the map entry for cluster `index` of volume `id` (the volume layer, after the
+    /// data the entry points at was written).
+    ///
+    /// # Errors
+    /// No such volume, an index beyond its size, or no space for a page copy.
+    pub fn set_entry(&mut self, id: u64, index: u64, entry: MapEntry) -> Result<(), StoreError> {
+        let clusters = self.volume_clusters(id)?;
+        if index >= clusters {
+            return Err(StoreError::Invalid(format!(
+                "cluster {index} lies beyond volume {id}"
+            )));
+        }
+        let v = self.volumes.get_mut(&id).expect("checked");
+        self.forest.set(&mut v.map, index, entry)?;
+        Ok(())
+    }
+
+    /// Takes a free data cluster for [`Store::set_entry`].
+    ///
+    /// # Errors
+    /// [`StoreError::NoSpace`].
+    pub fn alloc_cluster(&mut self) -> Result<u64, StoreError> {
+        Ok(self.forest.alloc_cluster()?)
+    }
+
+    /// Gives back a cluster from [`Store::alloc_cluster`] that no entry names.
+    pub fn abandon_cluster(&mut self, cluster: u64) {
+        self.forest.abandon_cluster(cluster);
     }
 
     fn check_size(&self, size_bytes: u64) -> Result<(), StoreError> {
@@ -478,6 +601,7 @@ impl Store {
     /// [`StoreError::NoVolume`].
     pub fn delete(&mut self, id: u64) -> Result<(), StoreError> {
         let v = self.volumes.remove(&id).ok_or(StoreError::NoVolume(id))?;
+        self.dirty = true;
         self.forest.drop_map(v.map);
         Ok(())
     }
@@ -501,6 +625,7 @@ impl Store {
             )));
         }
         let shared = self.forest.share(&s_map);
+        self.dirty = true;
         let v = self.volumes.get_mut(&id).expect("checked");
         let old = std::mem::replace(&mut v.map, shared);
         self.forest.drop_map(old);
@@ -526,6 +651,7 @@ impl Store {
         }
         self.forest.grow(&mut v.map, clusters)?;
         v.record.size_bytes = size_bytes;
+        self.dirty = true;
         Ok(())
     }
 
@@ -539,6 +665,7 @@ impl Store {
         }
         self.check_new_name(name)?;
         self.volumes.get_mut(&id).expect("checked").record.name = name.to_owned();
+        self.dirty = true;
         Ok(())
     }
 
@@ -551,6 +678,7 @@ impl Store {
         if !on && v.record.flags & VOLUME_SNAPSHOT != 0 {
             return Err(StoreError::Invalid(format!("volume {id} is a snapshot")));
         }
+        self.dirty = true;
         if on {
             v.record.flags |= VOLUME_READ_ONLY;
         } else {
@@ -580,6 +708,7 @@ impl Store {
             )));
         }
         let v = self.volumes.get_mut(&id).ok_or(StoreError::NoVolume(id))?;
+        self.dirty = true;
         match value {
             Some(val) => v.properties.insert(key.to_owned(), val.to_vec()),
             None => v.properties.remove(key),

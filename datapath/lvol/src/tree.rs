@@ -12,7 +12,7 @@
 //! it names. A snapshot or clone therefore costs one reference on a root page, and deleting any
 //! volume just drops its root reference.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::alloc::{SpaceError, SpaceMap};
 use crate::format::{
@@ -92,6 +92,36 @@ pub struct Forest {
     cluster_refs: HashMap<u64, u32>,
     /// Pages written since the last commit (not on disk yet): modified in place.
     fresh: BTreeSet<PageNo>,
+    /// Clusters and pages that lost a reference but not their last since the last capture
+    /// ([`Forest::seal`]), and those of the capture being written. The durable tree may still
+    /// share them, so they are not written in place until that is no longer so.
+    fragile: Fragile,
+    fragile_sealed: Fragile,
+    /// Clusters taken by [`Forest::alloc_cluster`] that no entry names yet (their data is
+    /// being written): in use, but not what a superblock should count.
+    loose: HashSet<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Fragile {
+    clusters: HashSet<u64>,
+    pages: HashSet<PageNo>,
+}
+
+impl Fragile {
+    fn is_empty(&self) -> bool {
+        self.clusters.is_empty() && self.pages.is_empty()
+    }
+}
+
+/// A map entry and whether the volume may overwrite its `own` cluster in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lookup {
+    /// The entry.
+    pub entry: MapEntry,
+    /// `own` is named by no other entry or map, here or in the durable tree: a write may go to
+    /// it in place.
+    pub own_exclusive: bool,
 }
 
 impl Forest {
@@ -104,6 +134,9 @@ impl Forest {
             page_refs: HashMap::new(),
             cluster_refs: HashMap::new(),
             fresh: BTreeSet::new(),
+            fragile: Fragile::default(),
+            fragile_sealed: Fragile::default(),
+            loose: HashSet::new(),
         }
     }
 
@@ -123,13 +156,22 @@ impl Forest {
     /// # Errors
     /// [`NoSpace`].
     pub fn alloc_cluster(&mut self) -> Result<u64, NoSpace> {
-        self.space.alloc_cluster().ok_or(NoSpace)
+        let c = self.space.alloc_cluster().ok_or(NoSpace)?;
+        self.loose.insert(c);
+        Ok(c)
     }
 
     /// Returns a cluster from [`Forest::alloc_cluster`] that was never referenced.
     pub fn abandon_cluster(&mut self, cluster: u64) {
         debug_assert!(!self.cluster_refs.contains_key(&cluster));
+        self.loose.remove(&cluster);
         self.space.release_cluster(cluster);
+    }
+
+    /// Clusters that will be in use once every release so far is free, counting only those
+    /// the maps or metadata reference: what a superblock written now should record.
+    pub fn allocated_after_commit(&self) -> u64 {
+        self.space.used_clusters_after_commit() - self.loose.len() as u64
     }
 
     /// Map entries naming `cluster` (0 when unreferenced). More than one means shared: a write
@@ -152,6 +194,52 @@ impl Forest {
             }
             match &self.nodes[&page] {
                 Node::Leaf(entries) => return entries[(index % LEAF_FANOUT as u64) as usize],
+                Node::Interior { children, .. } => {
+                    page = children[child_slot(index, level)];
+                    level -= 1;
+                }
+            }
+        }
+    }
+
+    /// The entry for cluster `index` of `map`, and whether its `own` cluster may be written in
+    /// place: every page on the path and the cluster itself have one reference, and none of
+    /// them lost a reference since the last durable commit (the durable tree may share them).
+    ///
+    /// # Panics
+    /// If `index` is beyond the map's capacity.
+    pub fn lookup(&self, map: &Map, index: u64) -> Lookup {
+        assert!(index < map.capacity(), "cluster {index} beyond the map");
+        let calm = self.fragile.is_empty() && self.fragile_sealed.is_empty();
+        let fragile_page = |p: &PageNo| {
+            !calm && (self.fragile.pages.contains(p) || self.fragile_sealed.pages.contains(p))
+        };
+        let mut exclusive = true;
+        let mut page = map.root;
+        let mut level = map.height - 1;
+        loop {
+            if !page.is_some() {
+                return Lookup {
+                    entry: MapEntry::default(),
+                    own_exclusive: false,
+                };
+            }
+            exclusive &= self.page_refs.get(&page) == Some(&1) && !fragile_page(&page);
+            match &self.nodes[&page] {
+                Node::Leaf(entries) => {
+                    let entry = entries[(index % LEAF_FANOUT as u64) as usize];
+                    let c = entry.own;
+                    let own_exclusive = exclusive
+                        && c != 0
+                        && self.cluster_refs(c) == 1
+                        && (calm
+                            || !(self.fragile.clusters.contains(&c)
+                                || self.fragile_sealed.clusters.contains(&c)));
+                    return Lookup {
+                        entry,
+                        own_exclusive,
+                    };
+                }
                 Node::Interior { children, .. } => {
                     page = children[child_slot(index, level)];
                     level -= 1;
@@ -204,13 +292,17 @@ impl Forest {
         };
         let slot = (index % LEAF_FANOUT as u64) as usize;
         let old = std::mem::replace(&mut entries[slot], entry);
-        for c in [entry.own, entry.back] {
-            if c != 0 {
+        // Only clusters that enter or leave the entry change counts: one that stays (an
+        // update of its bits, or own becoming back) keeps its reference as it is.
+        let (was, now) = ([old.own, old.back], [entry.own, entry.back]);
+        for c in now {
+            if c != 0 && !was.contains(&c) {
                 *self.cluster_refs.entry(c).or_insert(0) += 1;
+                self.loose.remove(&c);
             }
         }
-        for c in [old.own, old.back] {
-            if c != 0 {
+        for c in was {
+            if c != 0 && !now.contains(&c) {
                 self.unref_cluster(c);
             }
         }
@@ -250,10 +342,19 @@ impl Forest {
         Ok(())
     }
 
-    /// Encodes every page written since the last commit, to be written before the superblock
-    /// of commit `generation`.
-    pub fn dirty_pages(&self, uuid: &[u8; 16]) -> Vec<(PageNo, Box<[u8; PAGE_SIZE]>)> {
-        self.fresh
+    /// Whether anything changed since the last capture.
+    pub fn has_changes(&self) -> bool {
+        let (c, p) = self.space.pending();
+        !self.fresh.is_empty() || c + p > 0
+    }
+
+    /// Captures a commit: encodes every page written since the last capture (to be written
+    /// before the superblock of the commit), treats them as committed from now on (a later
+    /// change copies them), and seals the space released so far. Then
+    /// [`Forest::commit_durable`] once the commit's superblock is durable.
+    pub fn seal(&mut self, uuid: &[u8; 16]) -> Vec<(PageNo, Box<[u8; PAGE_SIZE]>)> {
+        let pages = self
+            .fresh
             .iter()
             .filter_map(|&p| {
                 let bytes = match self.nodes.get(&p)? {
@@ -271,15 +372,21 @@ impl Forest {
                 };
                 Some((p, bytes))
             })
-            .collect()
+            .collect();
+        self.fresh.clear();
+        self.space.seal();
+        let f = std::mem::take(&mut self.fragile);
+        self.fragile_sealed.clusters.extend(f.clusters);
+        self.fragile_sealed.pages.extend(f.pages);
+        self.generation += 1;
+        pages
     }
 
-    /// The commit's superblock is durable: its pages are now committed (copied on their next
-    /// change), and the space it released becomes free.
+    /// The commit captured last by [`Forest::seal`] is durable: the space it released becomes
+    /// free, and what it no longer shares may be written in place.
     pub fn commit_durable(&mut self) {
-        self.fresh.clear();
         self.space.commit_durable();
-        self.generation += 1;
+        self.fragile_sealed = Fragile::default();
     }
 
     /// Rebuilds the forest from committed metadata: `maps` are the volumes' maps, `read`
@@ -364,6 +471,9 @@ impl Forest {
             page_refs,
             cluster_refs,
             fresh: BTreeSet::new(),
+            fragile: Fragile::default(),
+            fragile_sealed: Fragile::default(),
+            loose: HashSet::new(),
         })
     }
 
@@ -428,6 +538,8 @@ impl Forest {
         if *r == 0 {
             self.cluster_refs.remove(&c);
             self.space.release_cluster(c);
+        } else {
+            self.fragile.clusters.insert(c);
         }
     }
 
@@ -438,6 +550,7 @@ impl Forest {
             let r = self.page_refs.get_mut(&p).expect("referenced page");
             *r -= 1;
             if *r > 0 {
+                self.fragile.pages.insert(p);
                 continue;
             }
             self.page_refs.remove(&p);

@@ -33,7 +33,7 @@ impl Harness {
     }
 
     fn commit(&mut self) {
-        for (p, bytes) in self.forest.dirty_pages(&UUID) {
+        for (p, bytes) in self.forest.seal(&UUID) {
             self.disk.insert(p, bytes.to_vec());
         }
         self.forest.commit_durable();
@@ -110,6 +110,7 @@ fn snapshots_share_until_written_and_deletes_return_space() {
     assert_eq!(f.cluster_refs(c), 1, "still the volume's backing cluster");
     f.drop_map(vol);
     assert_eq!(f.cluster_refs(c), 0);
+    f.seal(&UUID);
     f.commit_durable();
     assert_eq!(f.space().used_clusters(), 1, "only cluster 0 remains");
     assert_eq!(f.space().used_pages(), 2, "only the superblocks remain");
