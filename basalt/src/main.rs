@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use basalt_bdev::ByteSize;
 use basalt_datapath::{Datapath, DatapathConfig, ShutdownSignals};
+use basalt_lvol::disk::FileDisk;
+use basalt_lvol::store::Store;
 use clap::{Args, Parser, Subcommand};
 
 /// Basalt: block storage for clouds, served from a thread-per-core io_uring data path.
@@ -124,6 +126,126 @@ enum LvolCommand {
         #[command(flatten)]
         store: StorePath,
         /// The volume to delete.
+        #[arg(long, value_name = "NAME")]
+        volume: String,
+    },
+    /// Revert a volume to one of its snapshots (its current contents are discarded).
+    ///
+    /// The snapshot must have been taken of this volume, and the volume must be writable and
+    /// still have the snapshot's size (a volume resized since the snapshot cannot be reverted
+    /// to it). The snapshot is kept; space only the discarded contents used is freed.
+    Revert {
+        #[command(flatten)]
+        store: StorePath,
+        /// The volume to revert.
+        #[arg(long, value_name = "NAME")]
+        volume: String,
+        /// The snapshot of that volume to go back to.
+        #[arg(long, value_name = "NAME")]
+        snapshot: String,
+    },
+    /// Grow a volume (sizes never shrink).
+    ///
+    /// Snapshots and read-only volumes cannot be resized. The new size must be a multiple of
+    /// the store's block size. A resized volume can no longer be reverted to the snapshots
+    /// taken before.
+    Resize {
+        #[command(flatten)]
+        store: StorePath,
+        /// The volume to grow.
+        #[arg(long, value_name = "NAME")]
+        volume: String,
+        /// The new size, at least the current one (suffixes K, M, G, T).
+        #[arg(long, value_name = "SIZE")]
+        size: ByteSize,
+    },
+    /// Rename a volume, snapshot or clone (its id, contents and lineage stay).
+    Rename {
+        #[command(flatten)]
+        store: StorePath,
+        /// The volume to rename.
+        #[arg(long, value_name = "NAME")]
+        volume: String,
+        /// The new name (1 to 64 bytes, not taken by another volume).
+        #[arg(long)]
+        name: String,
+    },
+    /// Make a volume or clone read-only, or writable again with --off.
+    ///
+    /// Snapshots are always read-only: --off refuses them (clone a snapshot for a writable
+    /// copy).
+    ReadOnly {
+        #[command(flatten)]
+        store: StorePath,
+        /// The volume to change.
+        #[arg(long, value_name = "NAME")]
+        volume: String,
+        /// Clear the read-only flag instead of setting it.
+        #[arg(long)]
+        off: bool,
+    },
+    /// Set, get, unset or list a volume's key/value properties.
+    #[command(subcommand)]
+    Property(PropertyCommand),
+}
+
+/// `basalt lvol property ...`.
+#[derive(Debug, Subcommand)]
+enum PropertyCommand {
+    /// Set a property (replacing any value it had).
+    Set {
+        #[command(flatten)]
+        store: StorePath,
+        /// The volume the property belongs to.
+        #[arg(long, value_name = "NAME")]
+        volume: String,
+        /// The property's key (1 to 255 bytes).
+        #[arg(long)]
+        key: String,
+        /// The value: text as given, or bytes in hexadecimal with --hex.
+        #[arg(long)]
+        value: String,
+        /// The value is hexadecimal (e.g. `00ff10`), for binary values.
+        #[arg(long)]
+        hex: bool,
+    },
+    /// Print a property's value; exits 1 if the volume has no such property.
+    ///
+    /// Text is printed as it is. A value that is not UTF-8 or holds control characters
+    /// (newlines included) is printed as `hex:` followed by its bytes in hexadecimal; --hex
+    /// prints every value as bare hexadecimal.
+    Get {
+        #[command(flatten)]
+        store: StorePath,
+        /// The volume the property belongs to.
+        #[arg(long, value_name = "NAME")]
+        volume: String,
+        /// The property's key.
+        #[arg(long)]
+        key: String,
+        /// Print the value as bare hexadecimal, whatever it holds.
+        #[arg(long)]
+        hex: bool,
+    },
+    /// Remove a property; exits 1 if the volume has no such property.
+    Unset {
+        #[command(flatten)]
+        store: StorePath,
+        /// The volume the property belongs to.
+        #[arg(long, value_name = "NAME")]
+        volume: String,
+        /// The property's key.
+        #[arg(long)]
+        key: String,
+    },
+    /// Every property of a volume, one per line, sorted by key.
+    ///
+    /// Values are shown as `property get` prints them: text as it is, anything else as `hex:`
+    /// and hexadecimal.
+    List {
+        #[command(flatten)]
+        store: StorePath,
+        /// The volume whose properties to list.
         #[arg(long, value_name = "NAME")]
         volume: String,
     },
@@ -254,22 +376,24 @@ fn serve(cfg: &DatapathConfig) -> Result<()> {
     Ok(())
 }
 
+/// Opens the volume store on `path`.
+fn open_store(path: &Path, writable: bool) -> Result<(FileDisk, Store)> {
+    let mut disk = FileDisk::open(path, writable)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let store = Store::open(&mut disk)
+        .with_context(|| format!("{} holds no usable volume store", path.display()))?;
+    Ok((disk, store))
+}
+
+/// The id of the volume named `name`.
+fn find_volume(store: &Store, name: &str) -> Result<u64> {
+    store
+        .find(name)
+        .map(|v| v.record.id)
+        .with_context(|| format!("no volume named {name:?}"))
+}
+
 fn lvol(cmd: LvolCommand) -> Result<()> {
-    use basalt_lvol::disk::FileDisk;
-    use basalt_lvol::store::Store;
-    let open = |path: &Path, writable: bool| -> Result<(FileDisk, Store)> {
-        let mut disk = FileDisk::open(path, writable)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        let store = Store::open(&mut disk)
-            .with_context(|| format!("{} holds no usable volume store", path.display()))?;
-        Ok((disk, store))
-    };
-    let find = |store: &Store, name: &str| -> Result<u64> {
-        store
-            .find(name)
-            .map(|v| v.record.id)
-            .with_context(|| format!("no volume named {name:?}"))
-    };
     match cmd {
         LvolCommand::Create {
             store: StorePath { path },
@@ -300,7 +424,7 @@ fn lvol(cmd: LvolCommand) -> Result<()> {
         LvolCommand::Inspect {
             store: StorePath { path },
         } => {
-            let (_, store) = open(&path, false)?;
+            let (_, store) = open_store(&path, false)?;
             let sb = store.superblock();
             let space = store.forest().space();
             println!("store        {}", sb.name);
@@ -321,7 +445,7 @@ fn lvol(cmd: LvolCommand) -> Result<()> {
         LvolCommand::List {
             store: StorePath { path },
         } => {
-            let (_, store) = open(&path, false)?;
+            let (_, store) = open_store(&path, false)?;
             println!(
                 "{:>6}  {:<24} {:>16}  {:<10} {:>6}",
                 "ID", "NAME", "SIZE", "KIND", "PARENT"
@@ -380,7 +504,7 @@ fn lvol(cmd: LvolCommand) -> Result<()> {
             name,
             size,
         } => {
-            let (mut disk, mut store) = open(&path, true)?;
+            let (mut disk, mut store) = open_store(&path, true)?;
             let id = store.create_volume(&name, size.0)?;
             store.commit(&mut disk)?;
             println!("created volume {name:?} (id {id})");
@@ -390,8 +514,8 @@ fn lvol(cmd: LvolCommand) -> Result<()> {
             volume,
             name,
         } => {
-            let (mut disk, mut store) = open(&path, true)?;
-            let id = store.snapshot(find(&store, &volume)?, &name)?;
+            let (mut disk, mut store) = open_store(&path, true)?;
+            let id = store.snapshot(find_volume(&store, &volume)?, &name)?;
             store.commit(&mut disk)?;
             println!("created snapshot {name:?} (id {id}) of {volume:?}");
         }
@@ -400,8 +524,8 @@ fn lvol(cmd: LvolCommand) -> Result<()> {
             volume,
             name,
         } => {
-            let (mut disk, mut store) = open(&path, true)?;
-            let id = store.clone_volume(find(&store, &volume)?, &name)?;
+            let (mut disk, mut store) = open_store(&path, true)?;
+            let id = store.clone_volume(find_volume(&store, &volume)?, &name)?;
             store.commit(&mut disk)?;
             println!("created clone {name:?} (id {id}) of {volume:?}");
         }
@@ -409,13 +533,197 @@ fn lvol(cmd: LvolCommand) -> Result<()> {
             store: StorePath { path },
             volume,
         } => {
-            let (mut disk, mut store) = open(&path, true)?;
-            store.delete(find(&store, &volume)?)?;
+            let (mut disk, mut store) = open_store(&path, true)?;
+            store.delete(find_volume(&store, &volume)?)?;
             store.commit(&mut disk)?;
             println!("deleted {volume:?}");
         }
+        LvolCommand::Revert {
+            store: StorePath { path },
+            volume,
+            snapshot,
+        } => {
+            let (mut disk, mut store) = open_store(&path, true)?;
+            let id = find_volume(&store, &volume)?;
+            let snap = store
+                .find(&snapshot)
+                .with_context(|| format!("no snapshot named {snapshot:?}"))?;
+            if snap.record.flags & basalt_lvol::format::VOLUME_SNAPSHOT == 0 {
+                bail!("cannot revert {volume:?} to {snapshot:?}: {snapshot:?} is not a snapshot");
+            }
+            if snap.record.parent_id != id {
+                let of = store
+                    .volume(snap.record.parent_id)
+                    .map_or("a deleted volume".to_owned(), |p| {
+                        format!("{:?}", p.record.name)
+                    });
+                bail!(
+                    "cannot revert {volume:?} to {snapshot:?}: that is a snapshot of {of}, \
+                     not of {volume:?}"
+                );
+            }
+            let snap = snap.record.id;
+            store
+                .revert(id, snap)
+                .with_context(|| format!("cannot revert {volume:?} to {snapshot:?}"))?;
+            store.commit(&mut disk)?;
+            println!("reverted {volume:?} to snapshot {snapshot:?}");
+        }
+        LvolCommand::Resize {
+            store: StorePath { path },
+            volume,
+            size,
+        } => {
+            let (mut disk, mut store) = open_store(&path, true)?;
+            let id = find_volume(&store, &volume)?;
+            let from = store.volume(id)?.record.size_bytes;
+            store
+                .resize(id, size.0)
+                .with_context(|| format!("cannot resize {volume:?}"))?;
+            store.commit(&mut disk)?;
+            println!("resized {volume:?} from {from} to {} bytes", size.0);
+        }
+        LvolCommand::Rename {
+            store: StorePath { path },
+            volume,
+            name,
+        } => {
+            let (mut disk, mut store) = open_store(&path, true)?;
+            store
+                .rename(find_volume(&store, &volume)?, &name)
+                .with_context(|| format!("cannot rename {volume:?} to {name:?}"))?;
+            store.commit(&mut disk)?;
+            println!("renamed {volume:?} to {name:?}");
+        }
+        LvolCommand::ReadOnly {
+            store: StorePath { path },
+            volume,
+            off,
+        } => {
+            let (mut disk, mut store) = open_store(&path, true)?;
+            let state = if off { "writable" } else { "read-only" };
+            store
+                .set_read_only(find_volume(&store, &volume)?, !off)
+                .with_context(|| format!("cannot make {volume:?} {state}"))?;
+            store.commit(&mut disk)?;
+            println!("{volume:?} is now {state}");
+        }
+        LvolCommand::Property(cmd) => property(cmd)?,
     }
     Ok(())
+}
+
+/// `basalt lvol property ...`.
+fn property(cmd: PropertyCommand) -> Result<()> {
+    match cmd {
+        PropertyCommand::Set {
+            store: StorePath { path },
+            volume,
+            key,
+            value,
+            hex,
+        } => {
+            let bytes = if hex {
+                unhex(&value).context("--value is not hexadecimal (--hex was given)")?
+            } else {
+                value.into_bytes()
+            };
+            let (mut disk, mut store) = open_store(&path, true)?;
+            store
+                .set_property(find_volume(&store, &volume)?, &key, Some(&bytes))
+                .with_context(|| format!("cannot set property {key:?} of {volume:?}"))?;
+            store.commit(&mut disk)?;
+            println!(
+                "set property {} of {volume:?} ({} bytes)",
+                show_key(&key),
+                bytes.len()
+            );
+        }
+        PropertyCommand::Get {
+            store: StorePath { path },
+            volume,
+            key,
+            hex: as_hex,
+        } => {
+            let (_, store) = open_store(&path, false)?;
+            let v = store.volume(find_volume(&store, &volume)?)?;
+            let value = v
+                .properties
+                .get(&key)
+                .with_context(|| format!("{volume:?} has no property {key:?}"))?;
+            if as_hex {
+                println!("{}", hex(value));
+            } else {
+                println!("{}", show_value(value));
+            }
+        }
+        PropertyCommand::Unset {
+            store: StorePath { path },
+            volume,
+            key,
+        } => {
+            let (mut disk, mut store) = open_store(&path, true)?;
+            let id = find_volume(&store, &volume)?;
+            if !store.volume(id)?.properties.contains_key(&key) {
+                bail!("{volume:?} has no property {key:?}");
+            }
+            store
+                .set_property(id, &key, None)
+                .with_context(|| format!("cannot unset property {key:?} of {volume:?}"))?;
+            store.commit(&mut disk)?;
+            println!("unset property {} of {volume:?}", show_key(&key));
+        }
+        PropertyCommand::List {
+            store: StorePath { path },
+            volume,
+        } => {
+            let (_, store) = open_store(&path, false)?;
+            let v = store.volume(find_volume(&store, &volume)?)?;
+            println!("{:<24} VALUE", "KEY");
+            for (key, value) in &v.properties {
+                println!("{:<24} {}", show_key(key), show_value(value));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A property key for display: control characters escaped, so that it stays on one line.
+fn show_key(key: &str) -> String {
+    key.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A property value for display: text without control characters as it is, anything else as
+/// `hex:` and its bytes in hexadecimal.
+fn show_value(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(text) if !text.chars().any(char::is_control) => text.to_owned(),
+        _ => format!("hex:{}", hex(value)),
+    }
+}
+
+/// Bytes from hexadecimal digits (either case, an even number of them).
+fn unhex(text: &str) -> Result<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        bail!("{text:?} has an odd number of digits");
+    }
+    let digit = |b: u8| {
+        char::from(b)
+            .to_digit(16)
+            .with_context(|| format!("{text:?} holds a character that is not a hex digit"))
+    };
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| Ok(u8::try_from(digit(pair[0])? << 4 | digit(pair[1])?)?))
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
