@@ -484,6 +484,74 @@ fn error_injection_by_op_range_count_and_probability() {
     assert!(err.injected() >= 2 + 2 + 800);
 }
 
+/// A stacking channel that passes every request down in its own slot, with a completion hook
+/// that counts completions and can turn a success into an error on the way up.
+struct Hooked {
+    inner: Rc<dyn ChannelImpl>,
+    hook: Rc<Counter>,
+}
+
+#[derive(Default)]
+struct Counter {
+    seen: std::cell::Cell<u64>,
+    fail_next: std::cell::Cell<bool>,
+}
+
+impl CompletionHook for Counter {
+    fn completed(&self, slot: IoSlot, cookie: u64, result: Result<(), IoError>) {
+        assert_eq!(cookie, 42, "the cookie comes back");
+        self.seen.set(self.seen.get() + 1);
+        if self.fail_next.replace(false) {
+            slot.complete(Err(IoError::Injected(IoKind::Write)));
+        } else {
+            slot.complete(result);
+        }
+    }
+}
+
+impl ChannelImpl for Hooked {
+    fn submit(&self, slot: IoSlot) {
+        slot.push_hook(self.hook.clone(), 42);
+        self.inner.submit(slot);
+    }
+}
+
+#[test]
+fn completion_hooks_see_every_io_on_its_way_up() {
+    let e = engine();
+    on_core(&e, 0, || async {
+        let ram = MallocBdev::new("ram", 512, 2048).expect("geometry");
+        let hook = Rc::new(Counter::default());
+        let inner = ram.open_channel().expect("channel");
+        let ch = IoChannel::new(
+            Rc::new(Hooked {
+                inner,
+                hook: hook.clone(),
+            }),
+            ram.geometry(),
+        );
+        let (_, r) = ch.write(Lba(0), one(pattern(4096, 3).await), false).await;
+        r.expect("write");
+        assert_eq!(
+            read_blocks(&ch, 0, 8).await,
+            pattern(4096, 3).await.to_vec()
+        );
+        assert_eq!(hook.seen.get(), 2, "one completion per I/O");
+        hook.fail_next.set(true);
+        let (bufs, r) = ch.write(Lba(0), one(pattern(512, 4).await), false).await;
+        assert_eq!(
+            r,
+            Err(IoError::Injected(IoKind::Write)),
+            "the hook's result wins"
+        );
+        assert_eq!(bufs.len(), 1, "buffers come back through the hook");
+        // A dropped future: the hook still runs when the module completes the I/O.
+        drop(ch.write(Lba(8), one(pattern(512, 5).await), false));
+        assert_eq!(hook.seen.get(), 4);
+        assert_eq!(pending_on_this_core(), 0);
+    });
+}
+
 #[test]
 fn delay_adds_latency_and_dropped_futures_keep_buffers_until_completion() {
     let e = engine();

@@ -918,3 +918,54 @@ proptest! {
         run_ops(&[(MIB, false), (640 * KIB, false), (512 * KIB, true)], ops)?;
     }
 }
+
+#[test]
+fn a_failed_commit_stops_the_store_until_it_is_reopened() {
+    use basalt_bdev::IoKind;
+    use basalt_bdev::modules::error::{ErrorBdev, ErrorRule};
+    let e = engine();
+    let ram = malloc(16);
+    let faulty = Arc::new(ErrorBdev::new("faulty", ram.clone(), Vec::new(), 1).expect("no rules"));
+    let base: Arc<dyn Bdev> = faulty.clone();
+    let f2 = faulty.clone();
+    on(&e, 0, move || async move {
+        let lvs = LvStore::create(base, "pool", 64 * KIB as u32)
+            .await
+            .expect("create");
+        let id = lvs.create_volume("v", MIB, false).await.expect("volume");
+        let bdev = lvs.open_volume(id).expect("open");
+        let ch = bdev.open().expect("channel");
+        write_at(&ch, 0, &pattern(64 * KIB, 1), false)
+            .await
+            .expect("write");
+        lvs.flush().await.expect("flush");
+        write_at(&ch, 64 * KIB, &pattern(64 * KIB, 2), false)
+            .await
+            .expect("write");
+        f2.set_rules(vec![ErrorRule::always(&[IoKind::Flush])])
+            .expect("rules");
+        let err = ch.flush().await.1.expect_err("the flush fails");
+        assert!(matches!(err, IoError::Media { .. }), "{err:?}");
+        // Stopped: management and first writes fail clearly; nothing pretends to work.
+        assert!(matches!(
+            lvs.snapshot(id, "s").await,
+            Err(crate::StoreError::Failed(_))
+        ));
+        assert!(
+            write_at(&ch, 256 * KIB, &pattern(4 * KIB, 3), false)
+                .await
+                .is_err()
+        );
+    });
+    // Reopened on the healthy device: the last durable commit, consistent.
+    let lvs = on(&e, 1, move || async move {
+        LvStore::open(ram).await.expect("reopen")
+    });
+    assert!(lvs.check().problems.is_empty(), "{:?}", lvs.check());
+    let id = lvs.find("v").expect("the volume").id;
+    on(&e, 1, move || async move {
+        let bdev = lvs.open_volume(id).expect("open");
+        let ch = bdev.open().expect("channel");
+        assert_eq!(read_at(&ch, 0, 64 * KIB).await, pattern(64 * KIB, 1));
+    });
+}
