@@ -88,6 +88,12 @@ enum LvolCommand {
         #[command(flatten)]
         store: StorePath,
     },
+    /// Take in the space the file or device gained since the store was created (grow the file
+    /// or device first, e.g. with `truncate -s` or `lvextend`).
+    Grow {
+        #[command(flatten)]
+        store: StorePath,
+    },
     /// Create a thin volume.
     VolumeCreate {
         #[command(flatten)]
@@ -469,6 +475,22 @@ fn lvol(cmd: LvolCommand) -> Result<()> {
                     r.id, r.name, r.size_bytes, kind, parent
                 );
             }
+        }
+        LvolCommand::Grow {
+            store: StorePath { path },
+        } => {
+            let (mut disk, mut store) = open_store(&path, true)?;
+            let before = store.superblock().total_clusters;
+            let size = basalt_lvol::store::MetaDisk::size_bytes(&disk);
+            let after = store
+                .grow_store(size)
+                .with_context(|| format!("cannot grow the store on {}", path.display()))?;
+            store.commit(&mut disk).context("cannot commit")?;
+            println!(
+                "store {:?} has {after} clusters (was {before}): {} bytes added",
+                store.superblock().name,
+                (after - before) * u64::from(store.superblock().cluster_size)
+            );
         }
         LvolCommand::Check {
             store: StorePath { path },

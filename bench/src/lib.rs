@@ -10,6 +10,7 @@
 
 pub mod cpu;
 pub mod job;
+pub mod lvol;
 pub mod report;
 pub mod run;
 pub mod target;

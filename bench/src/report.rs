@@ -122,6 +122,10 @@ pub struct Report {
     pub error_samples: Vec<ErrorSample>,
     /// Verify outcome, in verify mode.
     pub verify: Option<VerifyReport>,
+    /// Snapshots taken during the run (`lvol:` targets with `snapshot-every`).
+    pub snapshots: Option<crate::lvol::SnapshotStats>,
+    /// What the volume store did (`lvol:` targets).
+    pub lvol: Option<crate::lvol::LvolRunStats>,
 }
 
 impl Report {
@@ -184,6 +188,21 @@ impl Report {
             for e in &self.error_samples {
                 let _ = writeln!(out, "  at byte {}: {}", e.offset, e.what);
             }
+        }
+        if let Some(l) = &self.lvol {
+            let _ = writeln!(
+                out,
+                "volume store: {} slow-path I/Os, {} clusters allocated, {} subclusters copied, \
+                 {} filled, {} commits",
+                l.slow_ios, l.clusters_allocated, l.cow_subclusters, l.fills, l.commits
+            );
+        }
+        if let Some(s) = &self.snapshots {
+            let _ = writeln!(
+                out,
+                "snapshots under load: {} taken, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                s.count, s.p50_ms, s.p99_ms, s.max_ms
+            );
         }
         if let Some(v) = &self.verify {
             let _ = writeln!(

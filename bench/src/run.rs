@@ -3,6 +3,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use basalt_bdev::{IoError, IoVecs};
@@ -496,6 +498,19 @@ pub fn run(job: &Job, target: &Target) -> Result<Report, RunError> {
         let (job, target) = (job.clone(), target.clone());
         pending.push(r.spawn(move || core_main(job, region, target, run_id, i as u64, start_at))?);
     }
+    let lvol_before = target.lvol().map(crate::lvol::LvolRunStats::now);
+    let stop = Arc::new(AtomicBool::new(false));
+    let snapshots = match target.lvol() {
+        Some(t) if t.snapshot_every.is_some() => {
+            let (t, stop) = (t.clone(), stop.clone());
+            let every = t.snapshot_every.unwrap_or_default();
+            Some(engine.reactors()[0].spawn(move || async move {
+                basalt_engine::sleep_until(start_at).await;
+                crate::lvol::snapshot_loop(t, every, stop).await
+            })?)
+        }
+        _ => None,
+    };
     std::thread::sleep(start_at.saturating_duration_since(Instant::now()));
     let cpu0 = CpuTime::process();
     let mut results = Vec::new();
@@ -506,6 +521,15 @@ pub fn run(job: &Job, target: &Target) -> Result<Report, RunError> {
         results.push(r);
     }
     let cpu = CpuTime::process().since(cpu0);
+    stop.store(true, Ordering::Relaxed);
+    let snapshots = match snapshots {
+        Some(p) => Some(crate::lvol::SnapshotStats::new(
+            p.wait()
+                .map_err(|_| RunError::Job("the snapshot task stopped".into()))?
+                .map_err(RunError::Job)?,
+        )),
+        None => None,
+    };
 
     let verify = if job.verify {
         let mut pending = Vec::new();
@@ -531,7 +555,13 @@ pub fn run(job: &Job, target: &Target) -> Result<Report, RunError> {
         None
     };
     engine.shutdown();
-    Ok(summarise(job, target, &results, cpu, verify))
+    let mut report = summarise(job, target, &results, cpu, verify);
+    report.snapshots = snapshots;
+    report.lvol = target
+        .lvol()
+        .zip(lvol_before)
+        .map(|(t, before)| crate::lvol::LvolRunStats::now(t).since(&before));
+    Ok(report)
 }
 
 fn summarise(
@@ -582,5 +612,7 @@ fn summarise(
         io_errors: results.iter().map(|r| r.errors).sum(),
         error_samples: errors,
         verify,
+        snapshots: None,
+        lvol: None,
     }
 }

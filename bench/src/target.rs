@@ -1,6 +1,7 @@
 //! What basalt-bench drives: a target, opened once, with one queue per core.
 //!
-//! Today every target is a block device of this process (`file:`, `malloc:`, `null:`), driven
+//! Today every target is a block device of this process (`file:`, `malloc:`, `null:`, and
+//! `lvol:`, a volume of a volume store), driven
 //! in-process on the engine, like SPDK's bdevperf. Network initiators (iSCSI, NVMe/TCP, NBD)
 //! become further [`TargetSpec`] and [`Queue`] variants: a worker only ever sees byte offsets
 //! and buffers, so the jobs, verify mode and reports stay the same for every target.
@@ -12,6 +13,8 @@ use basalt_bdev::modules::malloc::MallocBdev;
 use basalt_bdev::modules::null::NullBdev;
 use basalt_bdev::modules::uring::{UringBdev, UringConfig};
 use basalt_bdev::{Bdev, ByteSize, IoChannel, IoError, IoVecs, Lba};
+
+use crate::lvol::{LvolSpec, LvolTarget};
 
 /// A target as written on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,15 +43,18 @@ pub enum TargetSpec {
         /// 512 or 4096.
         block_size: u32,
     },
+    /// `lvol:PATH[,option...]` — a volume of a volume store on a file or device (see
+    /// [`crate::lvol`]).
+    Lvol(LvolSpec),
 }
 
 impl std::str::FromStr for TargetSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (scheme, rest) = s
-            .split_once(':')
-            .ok_or_else(|| format!("{s:?}: expected file:PATH, malloc:SIZE or null:SIZE"))?;
+        let (scheme, rest) = s.split_once(':').ok_or_else(|| {
+            format!("{s:?}: expected file:PATH, malloc:SIZE, null:SIZE or lvol:PATH")
+        })?;
         let size = |r: &str| {
             r.parse::<ByteSize>()
                 .map(|b| b.0)
@@ -68,8 +74,9 @@ impl std::str::FromStr for TargetSpec {
                 size: size(rest)?,
                 block_size: 512,
             }),
+            "lvol" => Ok(TargetSpec::Lvol(rest.parse()?)),
             _ => Err(format!(
-                "{s:?}: unknown target; expected file:PATH, malloc:SIZE or null:SIZE"
+                "{s:?}: unknown target; expected file:PATH, malloc:SIZE, null:SIZE or lvol:PATH"
             )),
         }
     }
@@ -84,6 +91,7 @@ impl TargetSpec {
                 TargetSpec::Malloc { block_size, .. } | TargetSpec::Null { block_size, .. } => {
                     *block_size = v;
                 }
+                TargetSpec::Lvol(_) => {}
             }
         }
         self
@@ -110,7 +118,13 @@ impl TargetSpec {
                 "size {size} is not a multiple of the block size {block_size}"
             )));
         }
+        let mut lvol = None;
         let bdev: Arc<dyn Bdev> = match self {
+            TargetSpec::Lvol(spec) => {
+                let (bdev, t) = crate::lvol::setup(spec).map_err(basalt_bdev::BdevError::Config)?;
+                lvol = Some(t);
+                bdev
+            }
             TargetSpec::File {
                 path,
                 block_size,
@@ -137,6 +151,7 @@ impl TargetSpec {
         Ok(Target {
             bdev,
             description: self.to_string(),
+            lvol,
         })
     }
 }
@@ -164,6 +179,7 @@ impl std::fmt::Display for TargetSpec {
             TargetSpec::Null { size, block_size } => {
                 write!(f, "null:{size} (block size {block_size})")
             }
+            TargetSpec::Lvol(spec) => write!(f, "{spec}"),
         }
     }
 }
@@ -173,6 +189,7 @@ impl std::fmt::Display for TargetSpec {
 pub struct Target {
     bdev: Arc<dyn Bdev>,
     description: String,
+    lvol: Option<LvolTarget>,
 }
 
 impl Target {
@@ -184,6 +201,11 @@ impl Target {
     /// The unit every offset and length must be a multiple of.
     pub fn block_size(&self) -> u32 {
         self.bdev.geometry().block_size
+    }
+
+    /// The store behind an `lvol:` target.
+    pub fn lvol(&self) -> Option<&LvolTarget> {
+        self.lvol.as_ref()
     }
 
     /// How the target was named.

@@ -595,3 +595,24 @@ fn the_new_verbs_explain_themselves() {
         assert!(out.contains(verb), "lvol --help lacks {verb}:\n{out}");
     }
 }
+
+#[test]
+fn a_store_grows_with_its_file_and_refuses_a_truncated_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = new_store(&dir);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    file.set_len(512 << 20).expect("grow the file");
+    let out = ok(&["grow", "--path", &path]);
+    assert!(out.contains("has 512 clusters (was 256)"), "{out}");
+    check_clean(&path);
+    file.set_len(300 << 20).expect("cut the file short");
+    let (code, out, _) = lvol(&["check", "--path", &path]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("PROBLEM: ") && out.contains("truncated"),
+        "{out}"
+    );
+}

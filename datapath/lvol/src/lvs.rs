@@ -63,9 +63,12 @@ impl State {
 
 #[derive(Debug, Default)]
 struct CommitCtl {
+    /// A commit is running (from capture to the release of its space).
     running: bool,
+    /// Commits started.
     started: u64,
-    done: u64,
+    /// Commits durable.
+    durable: u64,
 }
 
 /// Counters for operators (monotonic since open).
@@ -183,7 +186,7 @@ impl Shared {
         loop {
             let mine = {
                 let mut c = lock(self);
-                if c.done >= target {
+                if c.durable >= target {
                     drop(c);
                     return self.read().check_failed();
                 }
@@ -198,19 +201,32 @@ impl Shared {
             match mine {
                 Some(n) => {
                     let r = self.run_commit().await;
+                    let grace = matches!(r, Ok(true));
                     {
                         let mut c = lock(self);
-                        c.done = n;
-                        c.running = false;
+                        c.durable = n;
+                        c.running = grace;
                     }
                     self.commit_done.wake_all();
+                    if grace {
+                        // The space the commit released is reused only once no I/O that
+                        // looked it up before the capture is still running. Nobody waits
+                        // for that but the next commit.
+                        let sh = self.clone();
+                        basalt_engine::spawn(async move {
+                            sh.synchronize().await;
+                            sh.write().store.release_committed_space();
+                            lock(&sh).running = false;
+                            sh.commit_done.wake_all();
+                        });
+                    }
                     r?;
                 }
                 None => {
                     self.commit_done
                         .wait(|| {
                             let c = lock(self);
-                            c.done >= target || !c.running
+                            c.durable >= target || !c.running
                         })
                         .await;
                 }
@@ -218,7 +234,10 @@ impl Shared {
         }
     }
 
-    async fn run_commit(self: &Arc<Self>) -> Result<(), StoreError> {
+    /// One commit: capture, write the pages, flush (covering the data the pages point at, all
+    /// written before the capture), write the superblock, flush. Returns whether metadata was
+    /// written (and space may await release).
+    async fn run_commit(self: &Arc<Self>) -> Result<bool, StoreError> {
         let base = self.base_channel()?;
         let plan = {
             let mut st = self.write();
@@ -235,16 +254,15 @@ impl Shared {
                 None
             }
         };
-        // The data the captured maps point at was written before the capture: flush it first.
-        let (_, r) = base.io.flush().await;
-        if let Err(e) = r {
-            return Err(self.fail(format!("flushing the base device: {e}")));
-        }
         let Some(plan) = plan else {
+            let (_, r) = base.io.flush().await;
+            if let Err(e) = r {
+                return Err(self.fail(format!("flushing the base device: {e}")));
+            }
             self.counters
                 .flush_only_commits
                 .fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return Ok(false);
         };
         let pages: Vec<(PageNo, &[u8])> = plan.pages.iter().map(|(p, b)| (*p, &b[..])).collect();
         if let Err(e) = self.write_pages(&base.io, &pages).await {
@@ -252,7 +270,7 @@ impl Shared {
         }
         let (_, r) = base.io.flush().await;
         if let Err(e) = r {
-            return Err(self.fail(format!("flushing metadata pages: {e}")));
+            return Err(self.fail(format!("flushing data and metadata pages: {e}")));
         }
         if let Err(e) = self
             .write_pages(&base.io, &[(plan.slot, &plan.superblock[..])])
@@ -264,12 +282,9 @@ impl Shared {
         if let Err(e) = r {
             return Err(self.fail(format!("flushing the superblock: {e}")));
         }
-        // Space the commit released is reused only once no I/O that looked it up before the
-        // capture is still running.
-        self.synchronize().await;
         self.write().store.finish_commit(plan);
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(true)
     }
 
     /// Waits until no I/O registered before now is in flight.
@@ -664,12 +679,31 @@ impl LvStore {
         self.0.read().store.check()
     }
 
+    /// Takes in the space the base device gained since the store was created or last grown.
+    /// Returns the store's clusters.
+    ///
+    /// # Errors
+    /// A base device smaller than the store, or an I/O error.
+    pub async fn grow(&self) -> Result<u64, StoreError> {
+        let bytes = self.0.base.geometry().bytes();
+        self.change(|s| s.store.grow_store(bytes)).await
+    }
+
     /// Makes every write acknowledged so far durable, with the metadata it changed.
     ///
     /// # Errors
     /// An I/O error; the store then has to be reopened.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.0.commit().await
+    }
+
+    /// Waits until no commit is running, including the release of the space the last one
+    /// freed (which follows its durability by a grace period).
+    pub async fn idle(&self) {
+        self.0
+            .commit_done
+            .wait(|| !self.0.commits.lock().unwrap_or_else(|e| e.into_inner()).running)
+            .await;
     }
 
     async fn change<T>(
@@ -767,12 +801,21 @@ impl LvStore {
     /// # Errors
     /// No such volume, a bad or taken name, or an I/O error.
     pub async fn snapshot(&self, id: u64, name: &str) -> Result<u64, StoreError> {
+        let t0 = std::time::Instant::now();
         self.0.freeze(id).await?;
+        let frozen = t0.elapsed();
         let r = self.0.write().store.snapshot(id, name);
         self.0.unfreeze(id);
         let snap = r?;
         self.0.commit().await?;
-        tracing::info!(store = %self.0.name, volume = id, snapshot = snap, "snapshot taken");
+        tracing::info!(
+            store = %self.0.name,
+            volume = id,
+            snapshot = snap,
+            freeze_ms = frozen.as_secs_f64() * 1e3,
+            total_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "snapshot taken"
+        );
         Ok(snap)
     }
 

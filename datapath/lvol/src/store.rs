@@ -216,6 +216,14 @@ impl Store {
             (Err(_), Ok(b)) => (b, 1),
             (Err(slot0), Err(slot1)) => return Err(StoreError::NoSuperblock { slot0, slot1 }),
         };
+        let needed = sb.total_clusters * u64::from(sb.cluster_size);
+        if disk.size_bytes() < needed {
+            return Err(StoreError::Invalid(format!(
+                "the device holds {} bytes but the store spans {needed}: it was truncated or \
+                 is not the device the store was made on",
+                disk.size_bytes()
+            )));
+        }
         let bounds = StoreBounds::from(&sb);
         let mut space = SpaceMap::new(sb.total_clusters, sb.cluster_size);
         let mut volumes = BTreeMap::new();
@@ -306,6 +314,7 @@ impl Store {
         disk.write_page(plan.slot, &*plan.superblock).map_err(io)?;
         disk.flush().map_err(io)?;
         self.finish_commit(plan);
+        self.release_committed_space();
         Ok(())
     }
 
@@ -401,12 +410,19 @@ impl Store {
         })
     }
 
-    /// The superblock of `plan` is durable: it becomes the store's current commit, and the
-    /// space its changes released becomes free.
+    /// The superblock of `plan` is durable: it becomes the store's current commit. The space
+    /// its changes released becomes free with [`Store::release_committed_space`], which the
+    /// volume layer calls once no I/O can still use that space; the next
+    /// [`Store::begin_commit`] must come after it.
     pub fn finish_commit(&mut self, plan: CommitPlan) {
         self.sb = plan.sb;
         self.slot = plan.slot.0;
-        self.forest.commit_durable();
+        self.forest.commit_durable_shares();
+    }
+
+    /// Frees the space released by the commit finished last.
+    pub fn release_committed_space(&mut self) {
+        self.forest.release_sealed();
     }
 
     /// The committed superblock (as of the last commit or open).
@@ -506,6 +522,27 @@ impl Store {
         }
         let map = Map::empty(map_height_for(clusters));
         Ok(self.add(name, size_bytes, VOLUME_THICK, 0, map))
+    }
+
+    /// The base device grew to `device_bytes`: the store takes the whole clusters added.
+    /// Returns the store's clusters after growing.
+    ///
+    /// # Errors
+    /// A device smaller than the store (stores never shrink).
+    pub fn grow_store(&mut self, device_bytes: u64) -> Result<u64, StoreError> {
+        let total = device_bytes / u64::from(self.sb.cluster_size);
+        if total < self.sb.total_clusters {
+            return Err(StoreError::Invalid(format!(
+                "the device holds {device_bytes} bytes, less than the store's {} clusters",
+                self.sb.total_clusters
+            )));
+        }
+        if total > self.sb.total_clusters {
+            self.forest.space_mut().grow(total);
+            self.sb.total_clusters = total;
+            self.dirty = true;
+        }
+        Ok(total)
     }
 
     /// Clusters of `cluster_size` bytes that volume `id` spans.
@@ -727,12 +764,15 @@ pub struct CheckReport {
 }
 
 impl Store {
-    /// Verifies an opened store beyond what opening checks (every page decoded and bounded,
+    /// Verifies an opened store beyond what opening checks (on a store in use: meaningful
+    /// right after a commit, with nothing changed since) (every page decoded and bounded,
     /// no page referenced twice, no cluster used as both data and metadata, levels and
     /// names consistent): the superblock's space accounting against the maps, and lineage.
     pub fn check(&self) -> CheckReport {
         let mut r = CheckReport::default();
-        let used = self.forest.space().used_clusters();
+        // Clusters being written for an entry not set yet are not the maps' (yet), and space
+        // released is counted as free, as the superblock counts it.
+        let used = self.forest.allocated_after_commit();
         if self.sb.allocated_clusters != used {
             r.problems.push(format!(
                 "superblock counts {} allocated clusters, the maps and metadata use {used}",

@@ -168,6 +168,11 @@ impl Forest {
         self.space.release_cluster(cluster);
     }
 
+    /// Clusters taken by [`Forest::alloc_cluster`] that no entry names yet.
+    pub fn loose_clusters(&self) -> u64 {
+        self.loose.len() as u64
+    }
+
     /// Clusters that will be in use once every release so far is free, counting only those
     /// the maps or metadata reference: what a superblock written now should record.
     pub fn allocated_after_commit(&self) -> u64 {
@@ -385,8 +390,21 @@ impl Forest {
     /// The commit captured last by [`Forest::seal`] is durable: the space it released becomes
     /// free, and what it no longer shares may be written in place.
     pub fn commit_durable(&mut self) {
-        self.space.commit_durable();
+        self.commit_durable_shares();
+        self.release_sealed();
+    }
+
+    /// The commit captured last is durable: what it no longer shares may be written in place.
+    /// (The first half of [`Forest::commit_durable`], for callers that must wait before
+    /// reusing space.)
+    pub fn commit_durable_shares(&mut self) {
         self.fragile_sealed = Fragile::default();
+    }
+
+    /// The space the durable commit released becomes free (the second half of
+    /// [`Forest::commit_durable`]).
+    pub fn release_sealed(&mut self) {
+        self.space.commit_durable();
     }
 
     /// Rebuilds the forest from committed metadata: `maps` are the volumes' maps, `read`

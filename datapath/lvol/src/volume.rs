@@ -615,6 +615,56 @@ impl Ctx {
         Ok(())
     }
 
+    /// Writes subcluster `[s0, s0 + sub_size)` of cluster `target`: the old bytes (from
+    /// cluster `old`, or zeros) with the request's bytes for `[a, b)` laid over them.
+    #[allow(clippy::too_many_arguments)]
+    async fn merge_subcluster(
+        &self,
+        slot: Option<&IoSlot>,
+        old: Option<u64>,
+        target: u64,
+        s0: u64,
+        a: u64,
+        b: u64,
+        req_off: usize,
+        fua: bool,
+    ) -> Result<(), IoError> {
+        let (cs, ss) = (self.sh.cluster_size, self.sh.sub_size);
+        let mut bounce = Bounce::get(ss as usize).await?;
+        let mut buf = bounce.take();
+        if let Some(c) = old {
+            let (mut bufs, r) = self
+                .base
+                .io
+                .read(self.base_lba(c * cs + s0), [buf].into_iter().collect())
+                .await;
+            buf = bufs.pop().expect("one buffer back");
+            if let Err(e) = r {
+                bounce.put(buf);
+                return Err(e);
+            }
+        } else {
+            buf.fill(0);
+        }
+        let (x, y) = (a.max(s0), b.min(s0 + ss));
+        let dst = &mut buf[(x - s0) as usize..(y - s0) as usize];
+        match slot {
+            Some(sl) => sl.with(|req| gather(&req.bufs, req_off + (x - a) as usize, dst)),
+            None => dst.fill(0),
+        }
+        let (mut bufs, r) = self
+            .base
+            .io
+            .write(
+                self.base_lba(target * cs + s0),
+                [buf].into_iter().collect(),
+                fua,
+            )
+            .await;
+        bounce.put(bufs.pop().expect("one buffer back"));
+        r
+    }
+
     /// Writes the request's bytes (or zeros, without a request) to the volume range. Returns
     /// whether a map entry changed.
     async fn write_range(
@@ -689,31 +739,61 @@ impl Ctx {
                 (c, true, normalize(new), copy_src, copy_bits)
             };
             let result = async {
-                // The new bytes.
-                self.write_base_from(slot, target * cs + a, req_off, n, fua)
-                    .await?;
-                // The rest of partially written subclusters, unless already in the target.
+                // Partially written subclusters not already in the target get their other
+                // bytes from where the volume read them (or zeros).
+                let mut fills: Vec<(u64, Option<u64>)> = Vec::new();
                 for s in if first == last {
                     vec![first]
                 } else {
                     vec![first, last]
                 } {
                     let (s0, s1) = (s * ss, (s + 1) * ss);
-                    if a <= s0 && s1 <= b {
+                    if (a <= s0 && s1 <= b) || (!fresh && has(e.own_bits, s)) {
                         continue;
                     }
-                    let old = if !fresh && has(e.own_bits, s) {
-                        continue;
-                    } else if has(e.own_bits, s) {
+                    let old = if has(e.own_bits, s) {
                         Some(e.own)
                     } else if has(e.back_bits, s) {
                         Some(e.back)
                     } else {
                         None
                     };
+                    fills.push((s, old));
+                }
+                // With a subcluster that fits a buffer, a fill is one read of the old
+                // subcluster, the new bytes laid over it, and one write.
+                let merge = ss <= self.chunk();
+                let (mut m0, mut m1) = (a, b);
+                if merge {
+                    for &(s, _) in &fills {
+                        if s == first {
+                            m0 = ((s + 1) * ss).min(b);
+                        }
+                        if s == last {
+                            m1 = (s * ss).max(m0);
+                        }
+                    }
+                }
+                if m1 > m0 {
+                    self.write_base_from(
+                        slot,
+                        target * cs + m0,
+                        req_off + (m0 - a) as usize,
+                        m1 - m0,
+                        fua,
+                    )
+                    .await?;
+                }
+                for (s, old) in fills {
                     counters
                         .fills
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let (s0, s1) = (s * ss, (s + 1) * ss);
+                    if merge {
+                        self.merge_subcluster(slot, old, target, s0, a, b, req_off, fua)
+                            .await?;
+                        continue;
+                    }
                     if s0 < a {
                         self.copy_range(old, target, s0, a - s0).await?;
                     }

@@ -349,3 +349,45 @@ fn garbage_is_not_a_store() {
         "one cluster is too small"
     );
 }
+
+#[test]
+fn the_store_grows_with_its_device_and_refuses_a_truncated_one() {
+    let mut disk = MemDisk::new(8 << 20);
+    let mut s = Store::create(&mut disk, "grow", 1 << 20, 512).expect("create");
+    assert_eq!(s.forest().space().total_clusters(), 8);
+    let v = s
+        .create_volume("v", 64 << 20)
+        .expect("thin volumes may overcommit");
+    for i in 0..7 {
+        let c = s.alloc_cluster().expect("space");
+        s.set_entry(
+            v,
+            i,
+            MapEntry {
+                own: c,
+                own_bits: 1,
+                back: 0,
+                back_bits: 0,
+            },
+        )
+        .expect("set");
+    }
+    assert_eq!(s.alloc_cluster(), Err(StoreError::NoSpace), "full");
+    s.commit(&mut disk).expect("commit");
+    // The device grows: the store takes the new clusters, durably.
+    disk.size = 20 << 20;
+    assert_eq!(s.grow_store(disk.size), Ok(20));
+    s.commit(&mut disk).expect("commit");
+    let mut s = Store::open(&mut disk).expect("reopen");
+    assert_eq!(s.superblock().total_clusters, 20);
+    assert!(s.alloc_cluster().is_ok(), "room again");
+    assert!(s.check().problems.is_empty(), "{:?}", s.check());
+    assert!(
+        matches!(s.grow_store(4 << 20), Err(StoreError::Invalid(_))),
+        "never shrinks"
+    );
+    // A device cut short is refused, not read past its end.
+    disk.size = 10 << 20;
+    let err = Store::open(&mut disk).expect_err("truncated");
+    assert!(err.to_string().contains("truncated"), "{err}");
+}

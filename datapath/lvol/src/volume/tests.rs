@@ -300,6 +300,7 @@ fn unmap_frees_clusters_and_reused_space_never_shows_old_bytes() {
         );
         assert_eq!(&got[(off + len) as usize..], &want[(off + len) as usize..]);
         lvs.flush().await.expect("commit frees them");
+        lvs.idle().await;
         assert!(lvs.space().used_clusters <= full - 30, "{:?}", lvs.space());
 
         // Delete everything and reuse the space: a new volume reads zeros wherever it has not
