@@ -646,10 +646,15 @@ impl Store {
     /// Makes volume `id` hold the contents of snapshot `snap` again.
     ///
     /// # Errors
-    /// No such volume, a read-only target, or sizes that differ (the volume was resized since
-    /// the snapshot; Cinder refuses that revert too).
+    /// No such volume, a source that is not a snapshot, a read-only target, or sizes that
+    /// differ (the volume was resized since the snapshot; Cinder refuses that revert too).
     pub fn revert(&mut self, id: u64, snap: u64) -> Result<(), StoreError> {
         let s = self.volume(snap)?;
+        if s.record.flags & VOLUME_SNAPSHOT == 0 {
+            return Err(StoreError::Invalid(format!(
+                "volume {snap} is not a snapshot: revert refused"
+            )));
+        }
         let (s_size, s_map) = (s.record.size_bytes, s.map);
         let v = self.volume(id)?;
         if v.record.flags & VOLUME_READ_ONLY != 0 {

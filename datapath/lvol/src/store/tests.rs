@@ -299,7 +299,12 @@ fn revert_resize_rename_and_flags_behave() {
     s.revert(vol, snap).expect("reverted");
     let v = s.volume(vol).expect("there");
     assert_eq!(s.forest().get(&v.map, 0).own_bits, 1);
-    assert_eq!(s.revert(snap, vol), Err(StoreError::ReadOnly(snap)));
+    let snap2 = s.snapshot(vol, "s2").expect("snapshot");
+    assert_eq!(s.revert(snap, snap2), Err(StoreError::ReadOnly(snap)));
+    assert!(
+        matches!(s.revert(snap, vol), Err(StoreError::Invalid(_))),
+        "only a snapshot is reverted to"
+    );
     assert_eq!(s.resize(snap, 20 << 20), Err(StoreError::ReadOnly(snap)));
     assert!(matches!(
         s.resize(vol, 5 << 20),

@@ -820,6 +820,8 @@ impl Harness {
                     let data = self.vols[&s].data.clone();
                     self.vols.get_mut(&id).expect("exists").data = data;
                     self.all_durable();
+                } else {
+                    prop_assert!(r.is_err(), "revert of {} to {} should be refused", id, s);
                 }
             }
             Op::Grow { vol, by } => {
