@@ -38,7 +38,7 @@ use crate::volume::VolumeBdev;
 pub(crate) const ALL_SUBCLUSTERS: u64 = u64::MAX;
 
 /// Metadata reads and writes kept in flight at once when opening or committing.
-const META_QUEUE_DEPTH: usize = 64;
+const META_QUEUE_DEPTH: usize = 256;
 
 /// Mutable state of a store, behind [`Shared::state`].
 #[derive(Debug)]
