@@ -19,6 +19,9 @@ use basalt_bench::TargetSpec;
 use basalt_bench::verify::{self, HEADER_LEN, Header, Mismatch};
 use basalt_datapath::DatapathConfig;
 
+pub mod lvstore;
+pub use lvstore::lvol_store;
+
 /// The body of a fuzz target.
 pub type Body = fn(&[u8]);
 
@@ -29,12 +32,16 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("datapath_config", datapath_config),
     ("cli_values", cli_values),
     ("lvol_metadata", lvol_metadata),
+    ("lvol_store", lvol_store),
 ];
 
 /// Little-endian field reader over the fuzz input; reads past the end as zeros.
 struct Fields<'a>(&'a [u8]);
 
 impl Fields<'_> {
+    fn u8(&mut self) -> u8 {
+        self.take::<1>()[0]
+    }
     fn take<const N: usize>(&mut self) -> [u8; N] {
         let mut out = [0u8; N];
         let n = N.min(self.0.len());
@@ -279,7 +286,7 @@ pub fn datapath_config(data: &[u8]) {
 ///
 /// Input: any bytes, taken as UTF-8 (lossily). Both parsers must never panic; a size that
 /// parses to `n` must reparse from `n` written in decimal, and a target must agree with what
-/// its parts parse to.
+/// its parts parse to (an `lvol:` target with its options reparses from how it prints).
 pub fn cli_values(data: &[u8]) {
     let s = String::from_utf8_lossy(data);
     let s = s.as_ref();
@@ -320,6 +327,14 @@ pub fn cli_values(data: &[u8]) {
                     assert_eq!(*block_size, 512);
                     let again = format!("{scheme}:{size}").parse::<TargetSpec>();
                     assert_eq!(again.as_ref(), Ok(&spec));
+                }
+                TargetSpec::Lvol(lvol) => {
+                    assert_eq!(scheme, "lvol");
+                    let path = rest.split(',').next().unwrap_or_default();
+                    assert_eq!(lvol.path, PathBuf::from(path));
+                    // What a report prints names the same setup.
+                    let again = shown.parse::<TargetSpec>();
+                    assert_eq!(again.as_ref(), Ok(&spec), "{s:?} prints as {shown:?}");
                 }
             }
             let _ = spec

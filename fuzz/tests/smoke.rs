@@ -104,6 +104,17 @@ fn tokens(target: &str) -> &'static [&'static str] {
             "file:",
             "malloc:",
             "null:",
+            "lvol:",
+            ",cluster=",
+            ",size=",
+            ",thick",
+            ",no-prefill",
+            ",snapshots=",
+            ",fresh-snapshot",
+            ",drop-fresh",
+            ",inflate",
+            ",snapshot-every=",
+            "ms",
             ":",
             "K",
             "M",
@@ -125,6 +136,8 @@ fn tokens(target: &str) -> &'static [&'static str] {
             "\u{3000}",
             "\u{661}",
         ],
+        // Op tags: commit, reopen, a failing commit, and a write to the first volume.
+        "lvol_store" => &["\u{c}", "\u{e}", "\u{d}\u{3}", "\0\0\0\0\0\0"],
         _ => &[],
     }
 }
@@ -572,5 +585,312 @@ fn write_lvol_seeds() {
         "properties.bin",
         4,
         &*props.encode(at, &b.uuid).expect("fits"),
+    );
+}
+
+/// The `lvol_store` pristine store is the same, byte for byte, however often it is built (the
+/// build replaces uuids and timestamps), so an input means the same in every process.
+#[test]
+fn lvol_store_pristine_is_deterministic() {
+    use basalt_fuzz::lvstore::{build_pristine, pristine};
+    assert_eq!(&build_pristine(), pristine());
+}
+
+/// The `lvol_store` seeds are canonical inputs: they decode to what they encode (but for the
+/// empty one).
+#[test]
+fn lvol_store_seeds_are_canonical() {
+    use basalt_fuzz::lvstore::StoreInput;
+    for file in files_in(&seed_dir("lvol_store")) {
+        let data = std::fs::read(&file).expect("readable seed");
+        if data.is_empty() {
+            continue;
+        }
+        let input = StoreInput::decode(&data);
+        assert_eq!(input.encode(), data, "{}", file.display());
+    }
+}
+
+/// The `lvol_store` seeds are what their names say: the store on a `refused-*` seed's device
+/// does not open, every other one opens (and then runs its ops).
+#[test]
+fn lvol_store_seeds_open_as_named() {
+    use basalt_fuzz::lvstore::StoreInput;
+    use basalt_lvol::store::Store;
+    for file in files_in(&seed_dir("lvol_store")) {
+        let data = std::fs::read(&file).expect("readable seed");
+        let name = file
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        let opened = Store::open(&mut StoreInput::decode(&data).device());
+        match opened {
+            Ok(_) => assert!(!name.starts_with("refused-"), "{name}: opens"),
+            Err(e) => assert!(name.starts_with("refused-"), "{name}: {e}"),
+        }
+    }
+}
+
+/// Writes the `lvol_store` seeds: `cargo test --release -- --ignored write_lvol_store_seeds`.
+#[test]
+#[ignore = "writes into seeds/; run by hand after changing the volume-store format"]
+fn write_lvol_store_seeds() {
+    use basalt_fuzz::lvstore::{Op, PagePick, Patch, StoreInput, pristine};
+    use basalt_lvol::format::{HEADER_LEN, VOLUME_RECORD_LEN, VolumeTablePage};
+    use basalt_lvol::store::Store;
+
+    let dir = seed_dir("lvol_store");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let p = pristine();
+    let store = Store::open(&mut p.disk.clone()).expect("pristine");
+    let sb = store.superblock().clone();
+    let written = |page: u64| PagePick::Written(p.written_index(page));
+    let vol = |name: &str| store.find(name).expect("a pristine volume").clone();
+    let write = |name: &str, patches: Vec<Patch>, ops: Vec<Op>| {
+        let data = StoreInput { patches, ops }.encode();
+        std::fs::write(dir.join(name), data).expect("write seed");
+    };
+    // Volume selectors, in id order: vol-a, vol-b, vol-thick, vol-a-snap, vol-a-clone,
+    // small-00 (read-only), small-01, ...
+    let (a, b, thick, snap, clone, ro) = (0, 1, 2, 3, 4, 5);
+
+    // The empty input: the pristine store, opened and checked.
+    std::fs::write(dir.join("empty.bin"), b"").expect("write seed");
+
+    // Every op on the pristine store, with commits, a failing commit and reopens.
+    let tour = vec![
+        Op::Write {
+            volume: a,
+            index: 3,
+            bits: 0xff,
+        },
+        Op::Write {
+            volume: clone,
+            index: 1,
+            bits: 0xf00,
+        },
+        Op::Write {
+            volume: b,
+            index: 250,
+            bits: 0,
+        },
+        Op::Unmap {
+            volume: a,
+            index: 2,
+        },
+        Op::Snapshot { volume: a, name: 1 },
+        Op::Write {
+            volume: a,
+            index: 0,
+            bits: 0xf0,
+        },
+        Op::Clone {
+            volume: snap,
+            name: 2,
+        },
+        Op::Create {
+            name: 3,
+            blocks: 2048,
+            thick: false,
+        },
+        Op::Create {
+            name: 4,
+            blocks: 256,
+            thick: true,
+        },
+        Op::SetProperty {
+            volume: b,
+            key: b'k',
+            len: 100,
+        },
+        Op::SetProperty {
+            volume: a,
+            key: b'x',
+            len: 0xffff,
+        },
+        Op::Rename {
+            volume: thick,
+            name: 5,
+        },
+        Op::Resize {
+            volume: b,
+            blocks: 1 << 20,
+        },
+        Op::ReadOnly {
+            volume: clone,
+            on: true,
+        },
+        Op::Commit,
+        Op::Revert {
+            volume: a,
+            snapshot: snap,
+        },
+        Op::Grow { pages: 1024 },
+        Op::Write {
+            volume: b,
+            index: 60_000,
+            bits: 1,
+        },
+        Op::FailingCommit { writes: 3 },
+        Op::Delete { volume: snap },
+        Op::Write {
+            volume: a,
+            index: 5,
+            bits: 1 << 63,
+        },
+        Op::Commit,
+        Op::Reopen,
+        Op::ReadOnly {
+            volume: ro,
+            on: false,
+        },
+        Op::Rename {
+            volume: a,
+            name: 0xf4,
+        },
+        Op::Snapshot {
+            volume: b,
+            name: 0xf2,
+        },
+        Op::Commit,
+    ];
+    write("ops-tour.bin", vec![], tour.clone());
+
+    // Slot 0 torn: the store opens from slot 1 (generation 2), then is used.
+    let torn = Patch::Xor {
+        page: PagePick::Any(0),
+        offset: 100,
+        bytes: vec![0xff],
+        reseal: false,
+    };
+    write("slot0-torn.bin", vec![torn], tour[..16].to_vec());
+
+    // Valid superblock changes (resealed): the clean flag, and a wrong allocation count that
+    // check() reports and the next commit corrects.
+    write(
+        "superblock-clean-miscounted.bin",
+        vec![
+            Patch::Write {
+                page: PagePick::Any(0),
+                offset: 12,
+                bytes: vec![1, 0, 0, 0],
+                reseal: false,
+            },
+            Patch::Write {
+                page: PagePick::Any(0),
+                offset: 128,
+                bytes: 7u64.to_le_bytes().to_vec(),
+                reseal: true,
+            },
+        ],
+        vec![Op::Commit, Op::Reopen],
+    );
+
+    // Two volumes with the same name (resealed table page): refused.
+    let table = sb.volume_table.0;
+    let t = VolumeTablePage::decode(
+        p.disk.page(table).expect("table"),
+        sb.volume_table,
+        &(&sb).into(),
+    )
+    .expect("decodes");
+    let i = t
+        .volumes
+        .iter()
+        .position(|v| v.name == "vol-b")
+        .expect("in the first page");
+    let mut name = [0u8; 5];
+    name.copy_from_slice(b"vol-a");
+    write(
+        "refused-table-duplicate-name.bin",
+        vec![Patch::Write {
+            page: written(table),
+            offset: u16::try_from(HEADER_LEN + 8 + i * VOLUME_RECORD_LEN + 24).expect("fits"),
+            bytes: name.to_vec(),
+            reseal: true,
+        }],
+        vec![],
+    );
+
+    // A map leaf copied over another page (misdirected): refused. A leaf entry that names a
+    // cluster another volume owns (resealed): accepted, as clusters are shared by design
+    // (after a snapshot, the old and the new leaf name the same clusters).
+    let leaf_a = vol("vol-a").map.root.0;
+    let leaf_thick = vol("vol-thick").map.root.0;
+    write(
+        "refused-leaf-misdirected.bin",
+        vec![Patch::Copy {
+            from: written(leaf_a),
+            to: written(leaf_thick),
+            reseal: false,
+        }],
+        vec![],
+    );
+    let thick_cluster = store
+        .lookup(vol("vol-thick").record.id, 0)
+        .expect("mapped")
+        .entry
+        .own;
+    write(
+        "leaf-shared-cluster.bin",
+        vec![Patch::Write {
+            page: written(leaf_a),
+            offset: u16::try_from(HEADER_LEN + 2 * 32).expect("fits"),
+            bytes: thick_cluster.to_le_bytes().to_vec(),
+            reseal: true,
+        }],
+        vec![Op::Commit],
+    );
+
+    // The device cut short (refused), and grown (the store then takes the space in).
+    write(
+        "refused-device-truncated.bin",
+        vec![Patch::Resize { pages: 512 }],
+        vec![],
+    );
+    write(
+        "device-grown.bin",
+        vec![Patch::Resize { pages: 2048 }],
+        vec![
+            Op::Grow { pages: 0 },
+            Op::Create {
+                name: 9,
+                blocks: 64 * 128,
+                thick: true,
+            },
+            Op::Commit,
+            Op::Reopen,
+        ],
+    );
+
+    // Fill the store: writes until there is no space, commits that run out of pages.
+    let mut fill: Vec<Op> = (0..48)
+        .map(|i| Op::Write {
+            volume: b,
+            index: 3 * i,
+            bits: 0,
+        })
+        .collect();
+    fill.extend([Op::Commit, Op::Snapshot { volume: b, name: 7 }, Op::Commit]);
+    fill.extend((0..8).map(|i| Op::Write {
+        volume: b,
+        index: 7 * i,
+        bits: 1,
+    }));
+    fill.extend([Op::FailingCommit { writes: 0 }, Op::Commit, Op::Reopen]);
+    write("fill-the-store.bin", vec![], fill);
+
+    // A properties page with a pair length past the page (resealed): refused.
+    let props = vol("vol-b").record.properties.0;
+    write(
+        "refused-properties-overrun.bin",
+        vec![Patch::Write {
+            page: written(props),
+            offset: u16::try_from(HEADER_LEN + 8 + 2).expect("fits"),
+            bytes: vec![0xff, 0x0f],
+            reseal: true,
+        }],
+        vec![],
     );
 }

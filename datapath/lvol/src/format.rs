@@ -44,6 +44,12 @@ pub const VOLUMES_PER_PAGE: usize = (BODY_LEN - 8) / VOLUME_RECORD_LEN;
 pub const MAX_NAME_LEN: usize = 64;
 /// Tallest cluster map: 126 × 505⁵ leaves' worth of clusters, far beyond any device.
 pub const MAX_MAP_HEIGHT: u8 = 6;
+/// Largest volume: 1 PiB, so that sums of volume sizes and cluster arithmetic stay far from
+/// overflow.
+pub const MAX_VOLUME_BYTES: u64 = 1 << 50;
+/// Largest commit generation and volume id a superblock may hold: they only ever count up,
+/// and this leaves room to count.
+pub const MAX_COUNTER: u64 = 1 << 62;
 
 /// A metadata page, as a page number on the base device (byte offset / 4096).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -388,6 +394,15 @@ impl Superblock {
         }
         if self.total_clusters < 2 {
             return Err(invalid(WHAT, "a store needs at least two clusters"));
+        }
+        if self.generation > MAX_COUNTER || self.next_volume_id > MAX_COUNTER {
+            return Err(invalid(
+                WHAT,
+                format!(
+                    "generation {} or next volume id {} beyond {MAX_COUNTER}",
+                    self.generation, self.next_volume_id
+                ),
+            ));
         }
         if self
             .total_clusters
@@ -872,6 +887,15 @@ impl VolumeRecord {
                 format!(
                     "size {} is not a positive multiple of the block size {}",
                     self.size_bytes, bounds.block_size
+                ),
+            ));
+        }
+        if self.size_bytes > MAX_VOLUME_BYTES {
+            return Err(invalid(
+                WHAT,
+                format!(
+                    "size {} beyond the largest volume, {MAX_VOLUME_BYTES}",
+                    self.size_bytes
                 ),
             ));
         }

@@ -652,7 +652,11 @@ impl LvStore {
             total_clusters: s.total_clusters(),
             used_clusters: s.used_clusters(),
             free_clusters: s.free_clusters(),
-            provisioned_bytes: st.store.volumes().map(|v| v.record.size_bytes).sum(),
+            provisioned_bytes: st
+                .store
+                .volumes()
+                .map(|v| v.record.size_bytes)
+                .fold(0u64, u64::saturating_add),
         }
     }
 
@@ -702,7 +706,14 @@ impl LvStore {
     pub async fn idle(&self) {
         self.0
             .commit_done
-            .wait(|| !self.0.commits.lock().unwrap_or_else(|e| e.into_inner()).running)
+            .wait(|| {
+                !self
+                    .0
+                    .commits
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .running
+            })
             .await;
     }
 

@@ -397,7 +397,11 @@ impl Store {
         sb.generation = generation;
         sb.volume_table = next;
         sb.committed_ns = now_ns();
-        sb.provisioned_bytes = self.volumes.values().map(|v| v.record.size_bytes).sum();
+        sb.provisioned_bytes = self
+            .volumes
+            .values()
+            .map(|v| v.record.size_bytes)
+            .fold(0u64, u64::saturating_add);
         // Counted before sealing, which does not change the prediction.
         sb.allocated_clusters = self.forest.allocated_after_commit();
         writes.extend(self.forest.seal(&uuid));
@@ -604,6 +608,12 @@ impl Store {
                 "size {size_bytes} is not a positive multiple of the block size {bs}"
             )));
         }
+        if size_bytes > crate::format::MAX_VOLUME_BYTES {
+            return Err(StoreError::Invalid(format!(
+                "size {size_bytes} is beyond the largest volume, {} bytes (1 PiB)",
+                crate::format::MAX_VOLUME_BYTES
+            )));
+        }
         Ok(())
     }
 
@@ -784,7 +794,11 @@ impl Store {
                 self.sb.allocated_clusters
             ));
         }
-        let provisioned: u64 = self.volumes.values().map(|v| v.record.size_bytes).sum();
+        let provisioned: u64 = self
+            .volumes
+            .values()
+            .map(|v| v.record.size_bytes)
+            .fold(0u64, u64::saturating_add);
         if self.sb.provisioned_bytes != provisioned {
             r.problems.push(format!(
                 "superblock counts {} provisioned bytes, the volumes add up to {provisioned}",
