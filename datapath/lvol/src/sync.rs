@@ -65,12 +65,15 @@ impl<F: Fn() -> bool> Future for WaitUntil<'_, F> {
 #[derive(Debug)]
 pub(crate) struct KeyedLock<K> {
     held: Mutex<HashMap<K, Vec<Waker>>>,
+    /// Keys held: lets [`KeyedLock::is_held`] answer without the mutex when none is.
+    count: std::sync::atomic::AtomicUsize,
 }
 
 impl<K: Hash + Eq + Copy> KeyedLock<K> {
     pub(crate) fn new() -> KeyedLock<K> {
         KeyedLock {
             held: Mutex::new(HashMap::new()),
+            count: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -81,6 +84,7 @@ impl<K: Hash + Eq + Copy> KeyedLock<K> {
             match held.get_mut(&key) {
                 None => {
                     held.insert(key, Vec::new());
+                    self.count.fetch_add(1, Ordering::SeqCst);
                     Poll::Ready(())
                 }
                 Some(waiters) => {
@@ -97,6 +101,16 @@ impl<K: Hash + Eq + Copy> KeyedLock<K> {
     pub(crate) fn held(&self) -> usize {
         self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+
+    /// Whether `key` is held now (one atomic load when no key is).
+    pub(crate) fn is_held(&self, key: K) -> bool {
+        self.count.load(Ordering::SeqCst) != 0
+            && self
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&key)
+    }
 }
 
 /// Holds one key of a [`KeyedLock`].
@@ -107,12 +121,11 @@ pub(crate) struct KeyGuard<'a, K: Hash + Eq + Copy> {
 
 impl<K: Hash + Eq + Copy> Drop for KeyGuard<'_, K> {
     fn drop(&mut self) {
-        let waiters = self
-            .lock
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
+        let waiters = {
+            let mut held = self.lock.held.lock().unwrap_or_else(|e| e.into_inner());
+            self.lock.count.fetch_sub(1, Ordering::SeqCst);
+            held.remove(&self.key)
+        };
         // Every waiter retries; one wins, the others wait again.
         for w in waiters.into_iter().flatten() {
             w.wake();

@@ -361,7 +361,14 @@ impl Ctx {
             IoKind::Read if e.own_bits & mask == mask => Fast::Base(e.own * cs + within),
             IoKind::Read if e.back_bits & mask == mask => Fast::Base(e.back * cs + within),
             IoKind::Read if (e.own_bits | e.back_bits) & mask == 0 => Fast::Zeros,
-            IoKind::Write if lk.own_exclusive && e.own_bits & mask == mask => {
+            // Not while a slow-path write holds the cluster: it may be copying this cluster's
+            // subclusters elsewhere (it decided before the cluster became exclusive), and a
+            // write landing here meanwhile would be lost.
+            IoKind::Write
+                if lk.own_exclusive
+                    && e.own_bits & mask == mask
+                    && !self.sh.clusters.is_held((self.id, ci)) =>
+            {
                 Fast::Base(e.own * cs + within)
             }
             _ => Fast::Slow,

@@ -972,3 +972,105 @@ fn a_failed_commit_stops_the_store_until_it_is_reopened() {
         assert_eq!(read_at(&ch, 0, 64 * KIB).await, pattern(64 * KIB, 1));
     });
 }
+
+/// Two cores rewrite interleaved 4 KiB blocks (so they share 16 KiB subclusters) round after
+/// round while snapshots are taken and deleted: every write must survive. Deleting a snapshot
+/// makes clusters exclusive again while slow-path writes that decided to copy them are still
+/// running; a fast-path write must not land in a cluster being copied away.
+#[test]
+fn writes_racing_snapshot_churn_all_land() {
+    let e = engine();
+    // A slow device widens the windows in which slow-path writes run.
+    let base: Arc<dyn Bdev> = Arc::new(basalt_bdev::modules::delay::DelayBdev::new(
+        "slow",
+        malloc(256),
+        20,
+        100,
+        300,
+    ));
+    let lvs = on(&e, 0, move || async move {
+        LvStore::create(base, "pool", MIB as u32)
+            .await
+            .expect("create")
+    });
+    let l2 = lvs.clone();
+    let id = on(&e, 0, move || async move {
+        l2.create_volume("v", 16 * MIB, false)
+            .await
+            .expect("volume")
+    });
+    let bdev = lvs.open_volume(id).expect("open");
+    const ROUNDS: u64 = 4;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for core in 0..2usize {
+        let bdev = bdev.clone();
+        writers.push(
+            e.reactor(core)
+                .spawn(move || async move {
+                    let ch = bdev.open().expect("channel");
+                    let pool = current().pool().clone();
+                    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ core as u64;
+                    for round in 1..=ROUNDS {
+                        let mut blocks: Vec<u64> = (core as u64..4096).step_by(2).collect();
+                        for i in (1..blocks.len()).rev() {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            blocks.swap(i, (x % (i as u64 + 1)) as usize);
+                        }
+                        for chunk in blocks.chunks(32) {
+                            let mut futs = Vec::new();
+                            for &b in chunk {
+                                let mut buf = pool.alloc(4096).expect("fits").await;
+                                buf.fill(round as u8);
+                                futs.push(ch.write(Lba(b * 8), [buf].into_iter().collect(), false));
+                            }
+                            for f in futs {
+                                f.await.1.expect("write");
+                            }
+                        }
+                    }
+                })
+                .expect("spawn"),
+        );
+    }
+    let (l3, s2) = (lvs.clone(), stop.clone());
+    let churn = e
+        .reactor(0)
+        .spawn(move || async move {
+            // Snapshot, let some writes copy, delete: the clusters the writes did not reach
+            // become the volume's alone again while writes are still deciding about them.
+            let mut n = 0;
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                let s = l3.snapshot(id, &format!("s{n}")).await.expect("snapshot");
+                n += 1;
+                l3.delete(s).await.expect("delete");
+            }
+            n
+        })
+        .expect("spawn");
+    for w in writers {
+        w.wait().expect("writer");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let snapshots = churn.wait().expect("churn");
+    assert!(
+        snapshots >= 3,
+        "snapshots were taken during the writes ({snapshots})"
+    );
+    on(&e, 1, move || async move {
+        let ch = bdev.open().expect("channel");
+        let mut got = Vec::new();
+        for m in 0..16 {
+            got.extend(read_at(&ch, m * MIB, MIB).await);
+        }
+        for (i, blk) in got.chunks(4096).enumerate() {
+            assert!(
+                blk.iter().all(|&x| x == ROUNDS as u8),
+                "block {i} holds round {} after {snapshots} snapshots",
+                blk[0]
+            );
+        }
+    });
+}
