@@ -169,6 +169,13 @@ impl Shared {
         Ok(ch)
     }
 
+    /// Whether every metadata change so far is durable (nothing uncommitted, no commit being
+    /// written). `st` is the caller's view of the state.
+    pub(crate) fn settled(&self, st: &State) -> bool {
+        let c = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+        !st.store.is_dirty() && c.durable == c.started
+    }
+
     /// Marks the store failed after an I/O error during a commit.
     fn fail(&self, why: String) -> StoreError {
         tracing::error!(store = %self.name, error = %why, "volume store stopped; reopen it");

@@ -291,11 +291,11 @@ fn put_bufs(slot: &IoSlot, at: usize, bufs: IoVecs) {
 impl ChannelImpl for VolumeChannel {
     fn submit(&self, slot: IoSlot) {
         let ctx = &self.ctx;
-        let (kind, lba, blocks) = slot.with(|r| (r.kind, r.lba.0, r.blocks));
+        let (kind, lba, blocks, fua) = slot.with(|r| (r.kind, r.lba.0, r.blocks, r.fua));
         if matches!(kind, IoKind::Read | IoKind::Write) {
             let bs = u64::from(ctx.sh.block_size);
             let token = ctx.sh.epochs.enter(ctx.core);
-            match ctx.classify(kind, lba * bs, blocks * bs) {
+            match ctx.classify(kind, lba * bs, blocks * bs, fua) {
                 Ok(Fast::Base(addr)) => {
                     let base_bs = u64::from(ctx.base.io.geometry().block_size);
                     slot.with(|r| {
@@ -337,7 +337,7 @@ impl ChannelImpl for VolumeChannel {
 }
 
 impl Ctx {
-    fn classify(&self, kind: IoKind, off: u64, len: u64) -> Result<Fast, IoError> {
+    fn classify(&self, kind: IoKind, off: u64, len: u64, fua: bool) -> Result<Fast, IoError> {
         let (cs, ss) = (self.sh.cluster_size, self.sh.sub_size);
         let ci = off / cs;
         if (off + len - 1) / cs != ci {
@@ -352,6 +352,11 @@ impl Ctx {
                 return Err(IoError::ReadOnly);
             }
             if st.frozen.contains(&self.id) || st.failed.is_some() {
+                return Ok(Fast::Slow);
+            }
+            // A FUA write is durable when it completes only if the map that names its cluster
+            // is durable too: in place, that holds when every change so far is committed.
+            if fua && !self.sh.settled(&st) {
                 return Ok(Fast::Slow);
             }
         }
@@ -427,8 +432,8 @@ impl Ctx {
                     self.sh.epochs.leave(t);
                     break r?;
                 };
-                if fua && changed {
-                    // The entry pointing at the data must be durable too.
+                if fua && (changed || !self.sh.settled(&self.sh.read())) {
+                    // The entries pointing at the data must be durable too.
                     self.sh.commit().await.map_err(to_io)?;
                 }
                 Ok(())

@@ -724,6 +724,14 @@ impl Harness {
                 } else {
                     prop_assert_eq!(r, Ok(()));
                     v.write(off as usize * 512, &data);
+                    if fua {
+                        // Durable now: no power cut may lose it or land an older write over it.
+                        let at = off as usize * 512;
+                        v.durable[at..at + data.len()].copy_from_slice(&data);
+                        for m in &mut v.maybe[off as usize..(off + blocks) as usize] {
+                            m.clear();
+                        }
+                    }
                 }
             }
             Op::Read {
