@@ -512,11 +512,24 @@ impl Forest {
     }
 
     /// Returns a page with the same contents that only the caller references and that may be
-    /// modified: `page` itself if it is fresh and unshared, otherwise a copy (which takes a
-    /// reference on everything it names) while `page` loses the caller's reference.
+    /// modified: `page` itself if it is fresh and unshared; a copy that takes over its
+    /// references if it is committed and unshared; otherwise a copy that takes a reference on
+    /// everything it names while the shared `page` loses the caller's reference.
     fn make_private(&mut self, page: PageNo) -> Result<PageNo, NoSpace> {
         if self.page_refs[&page] == 1 && self.fresh.contains(&page) {
             return Ok(page);
+        }
+        if self.page_refs[&page] == 1 {
+            // Committed but not shared: the copy takes over the page's references (shadow
+            // paging moves a page; nothing below gains or loses a sharer).
+            let copy = self.space.alloc_page().ok_or(NoSpace)?;
+            let node = self.nodes.remove(&page).expect("loaded");
+            self.page_refs.remove(&page);
+            self.nodes.insert(copy, node);
+            self.page_refs.insert(copy, 1);
+            self.fresh.insert(copy);
+            self.space.release_page(page);
+            return Ok(copy);
         }
         let copy = self.space.alloc_page().ok_or(NoSpace)?;
         let node = self.nodes[&page].clone();

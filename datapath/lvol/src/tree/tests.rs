@@ -330,3 +330,35 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn rewriting_a_committed_page_keeps_its_clusters_exclusive() {
+    let mut h = Harness::new();
+    let mut vol = Map::empty(2);
+    let (a, b) = (
+        h.forest.alloc_cluster().expect("space"),
+        h.forest.alloc_cluster().expect("space"),
+    );
+    h.forest.set(&mut vol, 0, own(a, 1)).expect("space");
+    h.forest.set(&mut vol, 1, own(b, 1)).expect("space");
+    h.commit();
+    // Shadow paging copies the committed leaf; nothing else shares it, so its other clusters
+    // stay writable in place (no copy-on-write because of a commit).
+    h.forest.set(&mut vol, 0, own(a, 3)).expect("space");
+    assert!(
+        h.forest.lookup(&vol, 1).own_exclusive,
+        "b is still the volume's alone"
+    );
+    assert!(h.forest.lookup(&vol, 0).own_exclusive);
+    // A snapshot does make them shared.
+    let snap = h.forest.share(&vol);
+    assert!(!h.forest.lookup(&vol, 1).own_exclusive);
+    h.forest.drop_map(snap);
+    // ... and after the snapshot is gone, only a durable commit makes them exclusive again.
+    assert!(
+        !h.forest.lookup(&vol, 1).own_exclusive,
+        "fragile until durable"
+    );
+    h.commit();
+    assert!(h.forest.lookup(&vol, 1).own_exclusive);
+}
