@@ -658,6 +658,14 @@ impl Harness {
         self.vols.keys().nth(i % self.vols.len()).copied()
     }
 
+    /// The volume `vol` picks and the block range `off`/`blocks` clipped to it.
+    fn range(&self, vol: usize, off: u64, blocks: u64) -> Option<(u64, u64, u64)> {
+        let id = self.pick(vol)?;
+        let size = self.vols[&id].data.len() as u64 / 512;
+        let off = off % size;
+        Some((id, off, blocks.min(size - off)))
+    }
+
     fn bdev(&mut self, id: u64) -> Arc<crate::VolumeBdev> {
         let lvs = self.lvs.clone();
         self.bdevs
@@ -705,12 +713,9 @@ impl Harness {
                 fua,
                 core,
             } => {
-                let Some(id) = self.pick(vol) else {
+                let Some((id, off, blocks)) = self.range(vol, off, blocks) else {
                     return Ok(());
                 };
-                let size = self.vols[&id].data.len() as u64 / 512;
-                let off = off % size;
-                let blocks = blocks.min(size - off);
                 let data = pattern(blocks * 512, seed);
                 let bdev = self.bdev(id);
                 let d2 = data.clone();
@@ -740,12 +745,9 @@ impl Harness {
                 blocks,
                 core,
             } => {
-                let Some(id) = self.pick(vol) else {
+                let Some((id, off, blocks)) = self.range(vol, off, blocks) else {
                     return Ok(());
                 };
-                let size = self.vols[&id].data.len() as u64 / 512;
-                let off = off % size;
-                let blocks = blocks.min(size - off);
                 let bdev = self.bdev(id);
                 let got = on(&self.engine, core, move || async move {
                     let ch = bdev.open().expect("channel");
@@ -755,12 +757,9 @@ impl Harness {
                 prop_assert!(got == want, "volume {} read at block {} differs", id, off);
             }
             Op::Unmap { vol, off, blocks } => {
-                let Some(id) = self.pick(vol) else {
+                let Some((id, off, blocks)) = self.range(vol, off, blocks) else {
                     return Ok(());
                 };
-                let size = self.vols[&id].data.len() as u64 / 512;
-                let off = off % size;
-                let blocks = blocks.min(size - off);
                 let bdev = self.bdev(id);
                 let r = on(&self.engine, 0, move || async move {
                     let ch = bdev.open().expect("channel");
@@ -778,7 +777,8 @@ impl Harness {
                 self.mgmt(|l| async move { l.flush().await.expect("flush") });
                 self.all_durable();
             }
-            Op::Snapshot { vol } => {
+            Op::Snapshot { vol } | Op::Clone { vol } => {
+                let snapshot = matches!(op, Op::Snapshot { .. });
                 let Some(id) = self.pick(vol) else {
                     return Ok(());
                 };
@@ -786,24 +786,15 @@ impl Harness {
                     return Ok(());
                 }
                 let name = self.name();
-                let s = self
-                    .mgmt(move |l| async move { l.snapshot(id, &name).await.expect("snapshot") });
+                let new = self.mgmt(move |l| async move {
+                    if snapshot {
+                        l.snapshot(id, &name).await.expect("snapshot")
+                    } else {
+                        l.clone_volume(id, &name).await.expect("clone")
+                    }
+                });
                 let data = self.vols[&id].data.clone();
-                self.vols.insert(s, MVol::new(data, true));
-                self.all_durable();
-            }
-            Op::Clone { vol } => {
-                let Some(id) = self.pick(vol) else {
-                    return Ok(());
-                };
-                if self.vols.len() >= 12 {
-                    return Ok(());
-                }
-                let name = self.name();
-                let c = self
-                    .mgmt(move |l| async move { l.clone_volume(id, &name).await.expect("clone") });
-                let data = self.vols[&id].data.clone();
-                self.vols.insert(c, MVol::new(data, false));
+                self.vols.insert(new, MVol::new(data, snapshot));
                 self.all_durable();
             }
             Op::Delete { vol } => {
