@@ -382,6 +382,15 @@ fn serve(cfg: &DatapathConfig) -> Result<()> {
     Ok(())
 }
 
+/// Opens the store on `path` writable, applies `f`, commits, and prints what `f` says it did.
+fn change(path: &Path, f: impl FnOnce(&mut Store) -> Result<String>) -> Result<()> {
+    let (mut disk, mut store) = open_store(path, true)?;
+    let done = f(&mut store)?;
+    store.commit(&mut disk)?;
+    println!("{done}");
+    Ok(())
+}
+
 /// Opens the volume store on `path`.
 fn open_store(path: &Path, writable: bool) -> Result<(FileDisk, Store)> {
     let mut disk = FileDisk::open(path, writable)
@@ -526,30 +535,30 @@ fn lvol(cmd: LvolCommand) -> Result<()> {
             name,
             size,
         } => {
-            let (mut disk, mut store) = open_store(&path, true)?;
-            let id = store.create_volume(&name, size.0)?;
-            store.commit(&mut disk)?;
-            println!("created volume {name:?} (id {id})");
+            change(&path, |store| {
+                let id = store.create_volume(&name, size.0)?;
+                Ok(format!("created volume {name:?} (id {id})"))
+            })?;
         }
         LvolCommand::Snapshot {
             store: StorePath { path },
             volume,
             name,
         } => {
-            let (mut disk, mut store) = open_store(&path, true)?;
-            let id = store.snapshot(find_volume(&store, &volume)?, &name)?;
-            store.commit(&mut disk)?;
-            println!("created snapshot {name:?} (id {id}) of {volume:?}");
+            change(&path, |store| {
+                let id = store.snapshot(find_volume(store, &volume)?, &name)?;
+                Ok(format!("created snapshot {name:?} (id {id}) of {volume:?}"))
+            })?;
         }
         LvolCommand::Clone {
             store: StorePath { path },
             volume,
             name,
         } => {
-            let (mut disk, mut store) = open_store(&path, true)?;
-            let id = store.clone_volume(find_volume(&store, &volume)?, &name)?;
-            store.commit(&mut disk)?;
-            println!("created clone {name:?} (id {id}) of {volume:?}");
+            change(&path, |store| {
+                let id = store.clone_volume(find_volume(store, &volume)?, &name)?;
+                Ok(format!("created clone {name:?} (id {id}) of {volume:?}"))
+            })?;
         }
         LvolCommand::Delete {
             store: StorePath { path },
