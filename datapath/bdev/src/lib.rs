@@ -106,6 +106,24 @@ pub trait Bdev: Send + Sync + std::fmt::Debug {
     fn open(&self) -> Result<IoChannel, BdevError> {
         Ok(IoChannel::new(self.open_channel()?, self.geometry()))
     }
+
+    /// Provisioning status of the blocks from `lba`: whether they are mapped (hold data) or
+    /// deallocated (read back as zeros), and for how many blocks (at most `max_blocks`, at least
+    /// one) that answer holds. `None` when the device does not track it (every block counts as
+    /// mapped). Answers from memory; never does I/O.
+    fn block_status(&self, lba: Lba, max_blocks: u64) -> Option<BlockStatus> {
+        let _ = (lba, max_blocks);
+        None
+    }
+}
+
+/// One run of blocks with the same provisioning status (see [`Bdev::block_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockStatus {
+    /// The blocks hold data (false: deallocated, they read back as zeros).
+    pub mapped: bool,
+    /// How many blocks, from the asked-for one, share this status.
+    pub blocks: u64,
 }
 
 #[cfg(test)]

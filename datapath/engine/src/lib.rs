@@ -43,6 +43,7 @@ pub mod oneshot;
 pub mod op;
 pub mod probe;
 mod reactor;
+mod signal;
 mod sys;
 mod task;
 mod timer;
@@ -53,11 +54,12 @@ mod tests;
 pub use engine::{Engine, EngineConfig, ReactorHandle, Remote};
 pub use error::EngineError;
 pub use iobuf::{BufPool, BufPoolConfig, IoBuf};
-pub use net::{TcpListener, TcpStream};
+pub use net::{TcpListener, TcpStream, serve_spread};
 pub use reactor::{
     CompletionHandler, FixedFile, HandlerId, MAX_HANDLER_TOKEN, Reactor, ReactorConfig,
     ReactorStats, cqe_result, current, try_current,
 };
+pub use signal::Signal;
 pub use task::{Cancelled, JoinHandle, spawn, yield_now};
 pub use timer::{Elapsed, Sleep, sleep, sleep_until, timeout};
 

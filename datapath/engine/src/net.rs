@@ -152,6 +152,12 @@ impl TcpStream {
         }
     }
 
+    /// The std stream, to move the connection to another thread; `None` while clones exist
+    /// (or operations hold it).
+    pub fn into_std(self) -> Option<StdStream> {
+        Rc::try_unwrap(self.inner).ok()
+    }
+
     /// Disables Nagle's algorithm (storage protocols want every PDU out at once).
     ///
     /// # Errors
@@ -219,6 +225,71 @@ impl TcpStream {
         (buf, Ok(()))
     }
 
+    /// Receives into the spare capacity of `buf` (at most `max` bytes), appending to it.
+    /// `Ok(0)` means the peer closed its side. For protocol front ends that parse from a
+    /// growable buffer; the heap block does not move while the kernel writes into it.
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    pub async fn recv_into_vec(
+        &self,
+        mut buf: Vec<u8>,
+        max: usize,
+    ) -> (Vec<u8>, io::Result<usize>) {
+        buf.reserve(max);
+        let spare = buf.spare_capacity_mut();
+        let len = u32::try_from(spare.len().min(max)).unwrap_or(u32::MAX);
+        let ptr = spare.as_mut_ptr().cast::<u8>();
+        let sqe = opcode::Recv::new(types::Fd(self.inner.as_raw_fd()), ptr, len).build();
+        // SAFETY: the Vec's heap block does not move while the Vec is owned by the op (it is
+        // not resized until the op hands it back), and the socket is held open by the Rc.
+        let ((mut buf, _s), res, _) = unsafe { Op::submit(sqe, (buf, self.inner.clone())) }.await;
+        let res = cqe_result(res).map(|n| n as usize);
+        if let Ok(n) = res {
+            let new_len = buf.len() + n.min(len as usize);
+            // SAFETY: the kernel initialised `n` bytes of the spare capacity (n <= len).
+            unsafe { buf.set_len(new_len) };
+        }
+        (buf, res)
+    }
+
+    /// Sends all of `buf[from..]`, looping over short sends; hands the Vec back for reuse.
+    ///
+    /// # Errors
+    /// The first failed send; `WriteZero` if the kernel accepts nothing.
+    pub async fn send_all_vec(&self, buf: Vec<u8>, mut from: usize) -> (Vec<u8>, io::Result<()>) {
+        let mut buf = buf;
+        while from < buf.len() {
+            let left = u32::try_from(buf.len() - from).unwrap_or(u32::MAX);
+            let sqe = opcode::Send::new(
+                types::Fd(self.inner.as_raw_fd()),
+                buf[from..].as_ptr(),
+                left,
+            )
+            .flags(libc::MSG_NOSIGNAL)
+            .build();
+            // SAFETY: the Vec is owned by the op until completion and not resized, so the
+            // bytes stay put; the kernel only reads them. The socket is held by the Rc.
+            let ((b, _s), res, _) = unsafe { Op::submit(sqe, (buf, self.inner.clone())) }.await;
+            buf = b;
+            match cqe_result(res) {
+                Ok(0) => return (buf, Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => from += n as usize,
+                Err(e) => return (buf, Err(e)),
+            }
+        }
+        (buf, Ok(()))
+    }
+
+    /// Shuts down both directions: the peer reads end-of-stream and a receive pending here
+    /// completes with 0 bytes.
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.inner.shutdown(std::net::Shutdown::Both)
+    }
+
     /// Shuts down the write side (the peer reads end-of-stream).
     ///
     /// # Errors
@@ -252,4 +323,58 @@ fn std_to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t
         }
     };
     (ss, len as libc::socklen_t)
+}
+
+/// Accepts connections on `listener` from the first of `reactors` and hands each, round robin,
+/// to the next reactor, where `handle` runs with the stream (as a std stream: wrap it with
+/// [`TcpStream::from_std`] there). Protocol front ends use this so that their connections
+/// spread over every core. Returns once the accept loop is spawned; it runs until the engine
+/// stops.
+///
+/// # Errors
+/// [`EngineError::Stopped`] when there is no reactor or the first has stopped.
+pub fn serve_spread<F>(
+    reactors: Vec<crate::ReactorHandle>,
+    listener: StdListener,
+    what: &'static str,
+    handle: F,
+) -> Result<(), crate::EngineError>
+where
+    F: Fn(usize, StdStream, SocketAddr) + Send + Sync + 'static,
+{
+    let first = reactors
+        .first()
+        .cloned()
+        .ok_or(crate::EngineError::Stopped(0))?;
+    let handle = std::sync::Arc::new(handle);
+    first.send(move || {
+        crate::spawn(async move {
+            let addr = listener.local_addr().ok();
+            let listener = TcpListener::from_std(listener);
+            tracing::info!(addr = ?addr, "{what} listening");
+            let mut next = 0usize;
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "{what}: accept failed");
+                        crate::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Some(std_stream) = stream.into_std() else {
+                    continue;
+                };
+                let index = next % reactors.len();
+                next = next.wrapping_add(1);
+                let h = handle.clone();
+                let sent = reactors[index].send(move || h(index, std_stream, peer));
+                if sent.is_err() {
+                    tracing::warn!(
+                        "{what}: connection from {peer} dropped: reactor {index} stopped"
+                    );
+                }
+            }
+        });
+    })
 }

@@ -436,3 +436,47 @@ fn tcp_echo_across_reactors_and_a_vanishing_peer() {
         .expect("ran");
     assert!(refused.is_err());
 }
+
+/// The growable-buffer socket calls: a receive appends to what the buffer holds, a send of a
+/// large Vec goes out whole, and the bytes arrive in order.
+#[test]
+fn tcp_vec_send_and_appending_receive() {
+    use crate::net::{TcpListener, TcpStream};
+    let e = engine(2);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let total = 3 << 20;
+    let server = e
+        .reactor(0)
+        .spawn(move || async move {
+            let l = TcpListener::from_std(listener);
+            let (s, _) = l.accept().await.expect("accept");
+            let mut buf = b"prefix".to_vec();
+            loop {
+                let (b, res) = s.recv_into_vec(buf, 64 * 1024).await;
+                buf = b;
+                if res.expect("recv") == 0 {
+                    break;
+                }
+            }
+            buf
+        })
+        .expect("spawned");
+    e.reactor(1)
+        .block_on(move || async move {
+            let c = TcpStream::connect(addr).await.expect("connect");
+            let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+            let (_, res) = c.send_all_vec(data, 0).await;
+            res.expect("send");
+        })
+        .expect("client ran");
+    let got = server.wait().expect("server finished");
+    assert_eq!(&got[..6], b"prefix");
+    assert_eq!(got.len(), 6 + total);
+    assert!(
+        got[6..]
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == (i % 251) as u8)
+    );
+}

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use basalt_bdev::{
-    Bdev, BdevError, ChannelImpl, CompletionHook, Geometry, IoChannel, IoError, IoKind, IoSlot,
-    IoVecs, Lba,
+    Bdev, BdevError, BlockStatus, ChannelImpl, CompletionHook, Geometry, IoChannel, IoError,
+    IoKind, IoSlot, IoVecs, Lba,
 };
 use basalt_engine::IoBuf;
 
@@ -94,6 +94,41 @@ impl Bdev for VolumeBdev {
             supports_write_zeroes: true,
             volatile_cache: true,
         }
+    }
+
+    fn block_status(&self, lba: Lba, max_blocks: u64) -> Option<BlockStatus> {
+        // Scans at most this many subclusters per call; a shorter run is still a true answer.
+        const SCAN_LIMIT: u64 = 1 << 16;
+        let bs = u64::from(self.sh.block_size);
+        let st = self.sh.read();
+        let size = st.store.volume(self.id).ok()?.record.size_bytes;
+        let start = lba.0.checked_mul(bs)?;
+        let end = start
+            .saturating_add(max_blocks.saturating_mul(bs))
+            .min(size);
+        if start >= end {
+            return None;
+        }
+        let mapped_at = |byte: u64| -> bool {
+            let index = byte / self.sh.cluster_size;
+            let sub = (byte % self.sh.cluster_size) / self.sh.sub_size;
+            st.store
+                .lookup(self.id, index)
+                .map(|l| (l.entry.own_bits | l.entry.back_bits) & (1 << sub) != 0)
+                .unwrap_or(false)
+        };
+        let mapped = mapped_at(start);
+        let mut pos = (start / self.sh.sub_size + 1) * self.sh.sub_size;
+        let mut scanned = 1;
+        while pos < end && scanned < SCAN_LIMIT && mapped_at(pos) == mapped {
+            pos += self.sh.sub_size;
+            scanned += 1;
+        }
+        let stop = pos.min(end);
+        Some(BlockStatus {
+            mapped,
+            blocks: (stop - start).div_ceil(bs).max(1),
+        })
     }
 
     fn open_channel(&self) -> Result<Rc<dyn ChannelImpl>, BdevError> {

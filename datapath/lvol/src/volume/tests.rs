@@ -98,6 +98,45 @@ fn thin_volumes_read_zeros_and_keep_what_is_written() {
         assert!(got[..1536].iter().all(|&b| b == 0), "the fill is zeros");
         assert_eq!(&got[1536..2048], &a[..]);
         assert!(got[2048..].iter().all(|&b| b == 0));
+        // Provisioning status by subcluster (1 KiB here): deallocated, mapped, deallocated.
+        let st = |lba: u64, max: u64| bdev.block_status(Lba(lba), max).expect("tracked");
+        assert_eq!(
+            st(0, 100),
+            basalt_bdev::BlockStatus {
+                mapped: false,
+                blocks: 2
+            }
+        );
+        assert_eq!(
+            st(1, 100),
+            basalt_bdev::BlockStatus {
+                mapped: false,
+                blocks: 1
+            }
+        );
+        assert_eq!(
+            st(2, 100),
+            basalt_bdev::BlockStatus {
+                mapped: true,
+                blocks: 2
+            }
+        );
+        assert_eq!(
+            st(2, 1),
+            basalt_bdev::BlockStatus {
+                mapped: true,
+                blocks: 1
+            }
+        );
+        assert_eq!(
+            st(4, 1 << 40).blocks,
+            4 * MIB / 512 - 4,
+            "to the end of the volume"
+        );
+        assert!(
+            bdev.block_status(Lba(4 * MIB / 512), 1).is_none(),
+            "beyond the end"
+        );
         let b = pattern(8 * KIB, 2);
         write_at(&ch, 64 * KIB - 4 * KIB, &b, false)
             .await
