@@ -30,8 +30,10 @@ enum Command {
     /// (`<data-dir>/pool.img`) and a datapath configuration (`<data-dir>/datapath.toml`) that
     /// you may edit; then runs the datapath in the foreground until Ctrl-C or SIGTERM.
     ///
-    /// Today `up` runs the datapath (engine and block devices). The volume store, the iSCSI,
-    /// NVMe/TCP and NBD targets and the Cinder-compatible API join it as they land.
+    /// Today `up` runs the datapath: the engine, the pool, a volume store on it (`pool`), an
+    /// iSCSI portal on 127.0.0.1:3260, NVMe/TCP on 127.0.0.1:4420 and the admin socket
+    /// `<data-dir>/datapath.sock` (`basalt admin`). The NBD target and the Cinder-compatible
+    /// API join it as they land.
     Up(UpArgs),
 
     /// Run the datapath daemon in the foreground until Ctrl-C or SIGTERM.
@@ -43,6 +45,37 @@ enum Command {
     /// Look at and manage a volume store offline (the daemon must not have it open).
     #[command(subcommand)]
     Lvol(LvolCommand),
+
+    /// Send one request to a running datapath's admin socket and print the answer.
+    ///
+    /// The request is a JSON object with an "op" field, for example
+    /// '{"op":"iscsi_target_list"}' or
+    /// '{"op":"iscsi_target_add","name":"iqn.2026-11.org.basalt:v1","lun":[{"lun":0,"volume":"pool/v1"}]}'.
+    /// Every operation is listed in docs/operations.md. Exits non-zero when the datapath
+    /// refuses the request.
+    Admin(AdminArgs),
+}
+
+/// `basalt admin`.
+#[derive(Debug, Args)]
+struct AdminArgs {
+    /// The datapath's admin socket ([admin] socket in its configuration).
+    #[arg(long, default_value = "basalt-data/datapath.sock", value_name = "PATH")]
+    socket: PathBuf,
+    /// The request, as one JSON object.
+    request: String,
+}
+
+fn admin(args: &AdminArgs) -> Result<()> {
+    let answer = basalt_datapath::admin::request(&args.socket, &args.request)
+        .with_context(|| format!("cannot reach the admin socket {}", args.socket.display()))?;
+    println!("{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer)
+        .context("the datapath answered something that is not JSON")?;
+    if v.get("ok") != Some(&serde_json::Value::Bool(true)) {
+        bail!("the datapath refused the request");
+    }
+    Ok(())
 }
 
 /// Where a volume store lives.
@@ -333,6 +366,7 @@ fn main() {
         Command::Up(args) => up(&args),
         Command::Datapath(args) => datapath(&args),
         Command::Lvol(cmd) => lvol(cmd),
+        Command::Admin(a) => admin(&a),
     };
     if let Err(e) = result {
         eprintln!("basalt: error: {e:#}");
@@ -776,8 +810,26 @@ fn default_datapath_toml(pool: &Path) -> String {
          [[bdev]]\n\
          module = \"uring\"\n\
          name = \"pool0\"\n\
-         path = {path}\n",
-        path = toml::Value::String(pool.display().to_string())
+         path = {path}\n\
+         \n\
+         # The volume store on the pool (created on first start, when the pool is blank).\n\
+         [[lvs]]\n\
+         bdev = \"pool0\"\n\
+         name = \"pool\"\n\
+         create = true\n\
+         \n\
+         # iSCSI portal on loopback; targets are added with `basalt admin` or [[iscsi.target]].\n\
+         [iscsi]\n\
+         listen = [\"127.0.0.1:3260\"]\n\
+         \n\
+         # NVMe/TCP port on loopback; subsystems are added with `basalt admin` or [[nvmf.subsystem]].\n\
+         [nvmf]\n\
+         listen = [\"127.0.0.1:4420\"]\n\
+         \n\
+         [admin]\n\
+         socket = {socket}\n",
+        path = toml::Value::String(pool.display().to_string()),
+        socket = toml::Value::String(pool.with_file_name("datapath.sock").display().to_string())
     )
 }
 

@@ -19,8 +19,12 @@ use basalt_bench::TargetSpec;
 use basalt_bench::verify::{self, HEADER_LEN, Header, Mismatch};
 use basalt_datapath::DatapathConfig;
 
+pub mod iscsi;
 pub mod lvstore;
+pub mod nvmf;
+pub use iscsi::{iscsi_conn, iscsi_pdu, iscsi_text, scsi_cdb};
 pub use lvstore::lvol_store;
+pub use nvmf::{nvmf_cmd, nvmf_conn, nvmf_pdu};
 
 /// The body of a fuzz target.
 pub type Body = fn(&[u8]);
@@ -33,6 +37,13 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("cli_values", cli_values),
     ("lvol_metadata", lvol_metadata),
     ("lvol_store", lvol_store),
+    ("iscsi_pdu", iscsi_pdu),
+    ("iscsi_text", iscsi_text),
+    ("iscsi_conn", iscsi_conn),
+    ("scsi_cdb", scsi_cdb),
+    ("nvmf_pdu", nvmf_pdu),
+    ("nvmf_cmd", nvmf_cmd),
+    ("nvmf_conn", nvmf_conn),
 ];
 
 /// Little-endian field reader over the fuzz input; reads past the end as zeros.

@@ -138,6 +138,23 @@ fn tokens(target: &str) -> &'static [&'static str] {
         ],
         // Op tags: commit, reopen, a failing commit, and a write to the first volume.
         "lvol_store" => &["\u{c}", "\u{e}", "\u{d}\u{3}", "\0\0\0\0\0\0"],
+        "iscsi_text" | "iscsi_conn" => &[
+            "=",
+            "\0",
+            "InitiatorName=",
+            "TargetName=",
+            "SessionType=Discovery\0",
+            "AuthMethod=CHAP\0",
+            "CHAP_A=5\0",
+            "CHAP_R=0x",
+            "CHAP_C=0b",
+            "MaxRecvDataSegmentLength=",
+            "HeaderDigest=CRC32C\0",
+            "SendTargets=All\0",
+            "X-vendor=",
+            "4294967296",
+            "\u{ff}\u{ff}\u{ff}\u{ff}",
+        ],
         _ => &[],
     }
 }
@@ -893,4 +910,23 @@ fn write_lvol_store_seeds() {
         }],
         vec![],
     );
+}
+
+#[test]
+fn iscsi_conn_seeds_get_past_login() {
+    let read = |name: &str| std::fs::read(seed_dir("iscsi_conn").join(name)).expect("seed");
+    let run = basalt_fuzz::iscsi::run_conn(&read("conversation.bin"));
+    assert!(
+        run.executed >= 4,
+        "the conversation seed logs in and runs its commands: {run:?}"
+    );
+    let run = basalt_fuzz::iscsi::run_conn(&read("discovery.bin"));
+    assert!(run.sent > 48, "discovery answers: {run:?}");
+}
+
+#[test]
+fn nvmf_conn_seed_delivers_commands() {
+    let data = std::fs::read(seed_dir("nvmf_conn").join("session.bin")).expect("seed");
+    let n = basalt_fuzz::nvmf::run_nvmf_conn(&data);
+    assert!(n >= 4, "the session seed's commands reach the controller layer: {n}");
 }

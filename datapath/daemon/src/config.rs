@@ -22,7 +22,7 @@
 
 use std::path::Path;
 
-use basalt_bdev::BdevConfig;
+use basalt_bdev::{BdevConfig, ByteSize};
 use basalt_engine::{BufPoolConfig, EngineConfig, ReactorConfig};
 
 use crate::DatapathError;
@@ -37,6 +37,202 @@ pub struct DatapathConfig {
     /// Block devices, in order (a stacked bdev names a base declared above it).
     #[serde(default, rename = "bdev")]
     pub bdevs: Vec<BdevConfig>,
+    /// Volume stores opened (or created) on block devices.
+    #[serde(default, rename = "lvs")]
+    pub stores: Vec<LvsConfig>,
+    /// Volumes that must exist (created when missing).
+    #[serde(default, rename = "volume")]
+    pub volumes: Vec<VolumeConfig>,
+    /// The iSCSI target (off when absent).
+    #[serde(default)]
+    pub iscsi: Option<IscsiConfig>,
+    /// The NVMe-oF/TCP target (off when absent).
+    #[serde(default)]
+    pub nvmf: Option<NvmfConfig>,
+    /// The local admin socket (off when absent).
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+}
+
+/// `[nvmf]`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NvmfConfig {
+    /// Addresses to listen on.
+    #[serde(default = "default_nvmf_listen")]
+    pub listen: Vec<std::net::SocketAddr>,
+    /// NVM subsystems.
+    #[serde(default, rename = "subsystem")]
+    pub subsystems: Vec<NvmfSubsystemConfig>,
+}
+
+fn default_nvmf_listen() -> Vec<std::net::SocketAddr> {
+    vec![std::net::SocketAddr::from(([127, 0, 0, 1], 4420))]
+}
+
+/// `[[nvmf.subsystem]]`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NvmfSubsystemConfig {
+    /// The subsystem NQN (`nqn.2026-11.org.basalt:...`).
+    pub nqn: String,
+    /// Host NQNs allowed to connect (every host when absent).
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
+    /// Serial number (derived from the NQN when absent).
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// Namespaces.
+    #[serde(default, rename = "namespace")]
+    pub namespaces: Vec<NamespaceConfig>,
+}
+
+/// `[[nvmf.subsystem.namespace]]`: exactly one of `bdev` and `volume`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// Namespace id (1 and up).
+    pub nsid: u32,
+    /// A block device by name.
+    #[serde(default)]
+    pub bdev: Option<String>,
+    /// A volume as `<store>/<volume>`.
+    #[serde(default)]
+    pub volume: Option<String>,
+}
+
+/// `[[lvs]]`: a volume store on a block device.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LvsConfig {
+    /// The block device holding the store.
+    pub bdev: String,
+    /// The store's name (checked against the one on disk; used to create it).
+    pub name: String,
+    /// Create the store when the device is blank (its first 64 KiB are zeros). A device that
+    /// holds something else is never formatted.
+    #[serde(default)]
+    pub create: bool,
+    /// Cluster size for a new store (default 1 MiB).
+    #[serde(default)]
+    pub cluster_size: Option<ByteSize>,
+}
+
+/// `[[volume]]`: a volume that must exist in a store.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeConfig {
+    /// The store's name.
+    pub lvs: String,
+    /// The volume's name.
+    pub name: String,
+    /// Its size when created (an existing volume keeps its size).
+    pub size: ByteSize,
+    /// Allocate every cluster up front.
+    #[serde(default)]
+    pub thick: bool,
+}
+
+/// CHAP credentials in the configuration.
+#[derive(Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChapConfig {
+    /// CHAP name.
+    pub user: String,
+    /// The secret (at least 12 bytes).
+    pub secret: String,
+}
+
+impl std::fmt::Debug for ChapConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChapConfig")
+            .field("user", &self.user)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `[iscsi]`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IscsiConfig {
+    /// Portal addresses to listen on.
+    #[serde(default = "default_iscsi_listen")]
+    pub listen: Vec<std::net::SocketAddr>,
+    /// Target portal group tag of those portals.
+    #[serde(default = "default_tpgt")]
+    pub tpgt: u16,
+    /// Seconds of silence before the target pings the initiator (0: never).
+    #[serde(default)]
+    pub nop_interval_secs: Option<u64>,
+    /// Seconds an unanswered ping waits before the connection is dropped.
+    #[serde(default)]
+    pub nop_timeout_secs: Option<u64>,
+    /// Commands outstanding per session (the CmdSN window).
+    #[serde(default)]
+    pub queue_depth: Option<u32>,
+    /// CHAP for discovery sessions (none when absent).
+    #[serde(default)]
+    pub discovery_chap: Option<ChapConfig>,
+    /// Target nodes.
+    #[serde(default, rename = "target")]
+    pub targets: Vec<IscsiTargetConfig>,
+}
+
+fn default_iscsi_listen() -> Vec<std::net::SocketAddr> {
+    vec![std::net::SocketAddr::from(([127, 0, 0, 1], 3260))]
+}
+
+fn default_tpgt() -> u16 {
+    1
+}
+
+/// `[[iscsi.target]]`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IscsiTargetConfig {
+    /// iSCSI name (`iqn.2026-11.org.basalt:...`).
+    pub name: String,
+    /// TargetAlias.
+    #[serde(default)]
+    pub alias: Option<String>,
+    /// Initiator names allowed to log in (every initiator when absent).
+    #[serde(default)]
+    pub initiators: Option<Vec<String>>,
+    /// CHAP the initiator must pass.
+    #[serde(default)]
+    pub chap: Option<ChapConfig>,
+    /// Mutual CHAP: how the target proves itself (needs `chap`).
+    #[serde(default)]
+    pub mutual_chap: Option<ChapConfig>,
+    /// Logical units.
+    #[serde(default, rename = "lun")]
+    pub luns: Vec<LunConfig>,
+}
+
+/// `[[iscsi.target.lun]]`: exactly one of `bdev` and `volume`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LunConfig {
+    /// LUN (0 to 16383).
+    pub lun: u64,
+    /// A block device by name.
+    #[serde(default)]
+    pub bdev: Option<String>,
+    /// A volume as `<store>/<volume>`.
+    #[serde(default)]
+    pub volume: Option<String>,
+    /// Refuse writes.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Unix socket path for the local admin interface (JSON lines; see `docs/operations.md`).
+    pub socket: std::path::PathBuf,
 }
 
 /// `[engine]`.

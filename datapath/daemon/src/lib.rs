@@ -7,13 +7,20 @@
 
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod config;
+pub mod exports;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use basalt_bdev::{BdevError, BdevSet};
 use basalt_engine::{Engine, EngineError};
+use basalt_iscsi::server::IscsiTarget;
+
+use crate::exports::Exports;
 
 pub use config::DatapathConfig;
 
@@ -52,6 +59,8 @@ pub enum DatapathError {
 pub struct Datapath {
     engine: Engine,
     bdevs: BdevSet,
+    exports: Arc<Exports>,
+    admin: Option<admin::AdminSocket>,
 }
 
 impl Datapath {
@@ -92,7 +101,77 @@ impl Datapath {
                 "block device ready"
             );
         }
-        Ok(Datapath { engine, bdevs })
+        let iscsi = cfg.iscsi.as_ref().map(|ic| {
+            let mut limits = basalt_iscsi::conn::Limits::default();
+            if let Some(s) = ic.nop_interval_secs {
+                limits.nop_interval = Duration::from_secs(s);
+            }
+            if let Some(s) = ic.nop_timeout_secs {
+                limits.nop_timeout = Duration::from_secs(s);
+            }
+            if let Some(q) = ic.queue_depth {
+                limits.queue_depth = q.clamp(1, 4096);
+            }
+            let portal = basalt_iscsi::Portal {
+                tpgt: ic.tpgt,
+                addresses: ic.listen.clone(),
+            };
+            IscsiTarget::new(portal, limits, engine.reactors().to_vec())
+        });
+        let nvmf = cfg.nvmf.as_ref().map(|_| {
+            basalt_nvmf::NvmfTarget::new(
+                basalt_nvmf::TargetConfig::default(),
+                engine.reactors().to_vec(),
+            )
+        });
+        let exports = Arc::new(Exports::open(
+            bdevs.clone(),
+            &cfg.stores,
+            &cfg.volumes,
+            iscsi.clone(),
+            nvmf.clone(),
+            engine.reactor(0).clone(),
+        )?);
+        if let (Some(nc), Some(target)) = (&cfg.nvmf, &nvmf) {
+            for s in &nc.subsystems {
+                exports.add_nvmf_subsystem(s)?;
+            }
+            for addr in &nc.listen {
+                let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+                    DatapathError::Config(format!("cannot listen for NVMe/TCP on {addr}: {e}"))
+                })?;
+                basalt_nvmf::serve(target.clone(), listener)?;
+                tracing::info!(%addr, subsystems = nc.subsystems.len(), "NVMe/TCP port up");
+            }
+        }
+        if let (Some(ic), Some(target)) = (&cfg.iscsi, &iscsi) {
+            exports.set_discovery_chap(&ic.discovery_chap)?;
+            for t in &ic.targets {
+                exports.add_iscsi_target(t)?;
+            }
+            for addr in &ic.listen {
+                let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+                    DatapathError::Config(format!("cannot listen for iSCSI on {addr}: {e}"))
+                })?;
+                basalt_iscsi::server::serve(target.clone(), listener)?;
+                tracing::info!(%addr, tpgt = ic.tpgt, targets = ic.targets.len(), "iSCSI portal up");
+            }
+        }
+        let admin = match &cfg.admin {
+            Some(a) => Some(admin::start(&a.socket, exports.clone())?),
+            None => None,
+        };
+        Ok(Datapath {
+            engine,
+            bdevs,
+            exports,
+            admin,
+        })
+    }
+
+    /// Stores, volumes and exports.
+    pub fn exports(&self) -> &Arc<Exports> {
+        &self.exports
     }
 
     /// The engine.
@@ -108,6 +187,16 @@ impl Datapath {
     /// Stops every reactor (cancelling tasks and draining in-flight I/O), then closes the block
     /// devices. Logs each reactor's counters.
     pub fn shutdown(self) {
+        drop(self.admin);
+        if let Some(iscsi) = self.exports.iscsi() {
+            // Ask initiators to log out, and give them a moment to do so cleanly.
+            iscsi.request_logout_all();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while iscsi.connection_count() > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.exports.flush_stores();
         let handles = self.engine.reactors().to_vec();
         self.engine.shutdown();
         for r in &handles {
@@ -124,6 +213,7 @@ impl Datapath {
                 "reactor counters"
             );
         }
+        drop(self.exports);
         drop(self.bdevs);
         tracing::info!("datapath stopped");
     }

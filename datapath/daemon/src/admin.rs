@@ -1,0 +1,296 @@
+//! The local admin socket: JSON requests, one per line, on a Unix socket, each answered by one
+//! JSON line. It changes exports and volumes on a running datapath until the control plane
+//! drives it over its rings; `basalt admin` is its command-line client.
+//!
+//! ```text
+//! {"op":"iscsi_target_add","name":"iqn.2026-11.org.basalt:v1","lun":[{"lun":0,"volume":"pool/v1"}]}
+//! {"ok":true}
+//! {"op":"iscsi_target_remove","name":"iqn.2026-11.org.basalt:v1"}
+//! {"ok":false,"error":"configuration: no target iqn.2026-11.org.basalt:v1"}
+//! ```
+//!
+//! Operations: `iscsi_target_add` (the fields of an `[[iscsi.target]]` table),
+//! `iscsi_target_remove`, `iscsi_lun_add` (`target` plus the fields of a LUN table),
+//! `iscsi_lun_remove` (`target`, `lun`), `iscsi_target_list`, `nvmf_subsystem_add` (the fields
+//! of an `[[nvmf.subsystem]]` table), `nvmf_subsystem_remove` (`nqn`), `nvmf_subsystem_list`,
+//! `volume_create` (the fields of a
+//! `[[volume]]` table), `volume_resize` (`lvs`, `name`, `size`), `volume_delete` (`lvs`,
+//! `name`), `volume_list` (`lvs`), `ping`.
+//!
+//! The socket is created with mode 0600: whoever can use it owns the data.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use basalt_bdev::ByteSize;
+use serde::Deserialize;
+
+use crate::DatapathError;
+use crate::config::{IscsiTargetConfig, LunConfig, NvmfSubsystemConfig, VolumeConfig};
+use crate::exports::Exports;
+
+/// Longest request line accepted.
+const MAX_LINE: usize = 1 << 20;
+
+/// One request.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+enum Request {
+    Ping,
+    IscsiTargetAdd(IscsiTargetConfig),
+    IscsiTargetRemove {
+        name: String,
+    },
+    IscsiLunAdd {
+        target: String,
+        lun: u64,
+        #[serde(default)]
+        bdev: Option<String>,
+        #[serde(default)]
+        volume: Option<String>,
+        #[serde(default)]
+        read_only: bool,
+    },
+    IscsiLunRemove {
+        target: String,
+        lun: u64,
+    },
+    IscsiTargetList,
+    NvmfSubsystemAdd(NvmfSubsystemConfig),
+    NvmfSubsystemRemove {
+        nqn: String,
+    },
+    NvmfSubsystemList,
+    VolumeCreate(VolumeConfig),
+    VolumeResize {
+        lvs: String,
+        name: String,
+        size: ByteSize,
+    },
+    VolumeDelete {
+        lvs: String,
+        name: String,
+    },
+    VolumeList {
+        lvs: String,
+    },
+}
+
+/// A running admin socket; removed from the file system when dropped.
+#[derive(Debug)]
+pub struct AdminSocket {
+    path: PathBuf,
+}
+
+impl Drop for AdminSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Binds `path` (replacing a stale socket) and serves requests on a thread of its own.
+///
+/// # Errors
+/// The socket cannot be bound.
+pub fn start(path: &Path, exports: Arc<Exports>) -> Result<AdminSocket, DatapathError> {
+    if path.exists() {
+        // A live daemon answers; a stale socket file does not.
+        if UnixStream::connect(path).is_ok() {
+            return Err(DatapathError::Config(format!(
+                "admin socket {} is in use by a running datapath",
+                path.display()
+            )));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|e| {
+        DatapathError::Config(format!("cannot bind admin socket {}: {e}", path.display()))
+    })?;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    std::thread::Builder::new()
+        .name("basalt-admin".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let ex = exports.clone();
+                let _ = std::thread::Builder::new()
+                    .name("basalt-admin-conn".into())
+                    .spawn(move || serve(conn, &ex));
+            }
+        })
+        .map_err(|e| DatapathError::Config(format!("cannot start the admin thread: {e}")))?;
+    tracing::info!(socket = %path.display(), "admin socket listening");
+    Ok(AdminSocket {
+        path: path.to_owned(),
+    })
+}
+
+fn serve(conn: UnixStream, ex: &Exports) {
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_LINE as u64 + 1).read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(n) if n > MAX_LINE => {
+                let _ = writeln!(out, "{}", error_json("request line too long"));
+                return;
+            }
+            Ok(_) => {}
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let answer = match serde_json::from_str::<Request>(line.trim()) {
+            Ok(req) => {
+                tracing::info!(request = ?req, "admin request");
+                match handle(req, ex) {
+                    Ok(v) => v,
+                    Err(e) => error_json(&e.to_string()),
+                }
+            }
+            Err(e) => error_json(&format!("bad request: {e}")),
+        };
+        if writeln!(out, "{answer}").is_err() {
+            return;
+        }
+    }
+}
+
+fn error_json(msg: &str) -> serde_json::Value {
+    serde_json::json!({ "ok": false, "error": msg })
+}
+
+fn ok() -> serde_json::Value {
+    serde_json::json!({ "ok": true })
+}
+
+fn handle(req: Request, ex: &Exports) -> Result<serde_json::Value, DatapathError> {
+    let no_iscsi = || DatapathError::Config("iSCSI is not enabled (no [iscsi] section)".into());
+    let cfg_err = |e: basalt_iscsi::server::ExportError| DatapathError::Config(e.to_string());
+    match req {
+        Request::Ping => Ok(ok()),
+        Request::IscsiTargetAdd(t) => ex.add_iscsi_target(&t).map(|()| ok()),
+        Request::IscsiTargetRemove { name } => {
+            let iscsi = ex.iscsi().ok_or_else(no_iscsi)?;
+            iscsi.remove_target(&name).map_err(cfg_err)?;
+            Ok(ok())
+        }
+        Request::IscsiLunAdd {
+            target,
+            lun,
+            bdev,
+            volume,
+            read_only,
+        } => {
+            let lun = LunConfig {
+                lun,
+                bdev,
+                volume,
+                read_only,
+            };
+            let iscsi = ex.iscsi().ok_or_else(no_iscsi)?;
+            let lu = ex.logical_unit(&lun)?;
+            iscsi.add_lun(&target, lun.lun, lu).map_err(cfg_err)?;
+            Ok(ok())
+        }
+        Request::IscsiLunRemove { target, lun } => {
+            let iscsi = ex.iscsi().ok_or_else(no_iscsi)?;
+            iscsi.remove_lun(&target, lun).map_err(cfg_err)?;
+            Ok(ok())
+        }
+        Request::IscsiTargetList => {
+            let iscsi = ex.iscsi().ok_or_else(no_iscsi)?;
+            let targets: Vec<serde_json::Value> = iscsi
+                .summary()
+                .into_iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "name": t.node.name,
+                        "alias": t.node.alias,
+                        "initiators": t.node.access.initiators,
+                        "chap": t.node.access.chap.is_some(),
+                        "mutual_chap": t.node.access.mutual_chap.is_some(),
+                        "luns": t.luns.iter().map(|(l, b)| serde_json::json!({"lun": l, "bdev": b})).collect::<Vec<_>>(),
+                        "sessions": t.sessions,
+                    })
+                })
+                .collect();
+            Ok(serde_json::json!({ "ok": true, "targets": targets }))
+        }
+        Request::NvmfSubsystemAdd(s) => ex.add_nvmf_subsystem(&s).map(|()| ok()),
+        Request::NvmfSubsystemRemove { nqn } => ex.remove_nvmf_subsystem(&nqn).map(|()| ok()),
+        Request::NvmfSubsystemList => {
+            let nvmf = ex.nvmf().ok_or_else(|| {
+                DatapathError::Config("NVMe/TCP is not enabled (no [nvmf] section)".into())
+            })?;
+            let subs: Vec<serde_json::Value> = nvmf
+                .subsystems()
+                .into_iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "nqn": s.config.nqn,
+                        "serial": s.config.serial,
+                        "allow_any_host": s.config.allow_any_host,
+                        "hosts": s.config.hosts,
+                        "namespaces": s.namespaces.values().map(|n| serde_json::json!({"nsid": n.nsid, "bdev": n.bdev.name()})).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            Ok(serde_json::json!({ "ok": true, "subsystems": subs }))
+        }
+        Request::VolumeCreate(v) => {
+            let id = ex.ensure_volume(&v)?;
+            Ok(serde_json::json!({ "ok": true, "id": id }))
+        }
+        Request::VolumeResize { lvs, name, size } => {
+            ex.resize_volume(&lvs, &name, size.0)?;
+            Ok(ok())
+        }
+        Request::VolumeDelete { lvs, name } => {
+            ex.delete_volume(&lvs, &name)?;
+            Ok(ok())
+        }
+        Request::VolumeList { lvs } => {
+            let store = ex
+                .store(&lvs)
+                .ok_or_else(|| DatapathError::Config(format!("no store {lvs}")))?;
+            let vols: Vec<serde_json::Value> = store
+                .volumes()
+                .into_iter()
+                .map(|v| {
+                    serde_json::json!({
+                        "id": v.id,
+                        "name": v.name,
+                        "uuid": v.uuid.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                        "size": v.size_bytes,
+                        "read_only": v.read_only,
+                        "snapshot": v.snapshot,
+                    })
+                })
+                .collect();
+            Ok(serde_json::json!({ "ok": true, "volumes": vols }))
+        }
+    }
+}
+
+/// Sends one request line to the admin socket at `path` and returns the answer line.
+///
+/// # Errors
+/// The socket cannot be reached or closes without answering.
+pub fn request(path: &Path, json: &str) -> std::io::Result<String> {
+    let mut s = UnixStream::connect(path)?;
+    writeln!(s, "{}", json.trim())?;
+    let mut answer = String::new();
+    BufReader::new(s).read_line(&mut answer)?;
+    if answer.is_empty() {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(answer.trim_end().to_owned())
+}

@@ -1,0 +1,15 @@
+//! Fuzz target `iscsi_conn`: see [`basalt_fuzz::iscsi_conn`].
+//!
+//! Under `cargo fuzz` (which sets `--cfg fuzzing`) this is a libFuzzer target. Built without
+//! it (`cargo run --release --bin iscsi_conn -- FILE_OR_DIR...`), it replays the given inputs on
+//! stable Rust: handy for reproducing a crash from `artifacts/` without nightly.
+
+#![cfg_attr(fuzzing, no_main)]
+
+#[cfg(fuzzing)]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| basalt_fuzz::iscsi_conn(data));
+
+#[cfg(not(fuzzing))]
+fn main() -> std::process::ExitCode {
+    basalt_fuzz::replay_main("iscsi_conn", basalt_fuzz::iscsi_conn)
+}
