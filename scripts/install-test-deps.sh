@@ -17,10 +17,17 @@ command -v python3 >/dev/null || need+=(python3)
 command -v losetup >/dev/null || need+=(util-linux)
 command -v iscsi-test-cu >/dev/null || need+=(libiscsi-bin)
 command -v tgtd >/dev/null || need+=(tgt)
+# qemu-img lists iscsi among its formats even when the module that implements it
+# (qemu-block-extra) is missing, so ask it to open an iscsi:// URL on a closed port: a missing
+# module says so at once.
+qemu_has_iscsi() {
+    command -v qemu-img >/dev/null || return 1
+    local out
+    out=$(qemu-img info 'iscsi://127.0.0.1:9/iqn.2000-01.invalid:probe/0' 2>&1 || true)
+    ! grep -qiE 'load module|unknown protocol|unknown driver' <<<"$out"
+}
 qemu_iscsi=yes
-if ! command -v qemu-img >/dev/null || ! qemu-img --help 2>/dev/null | grep -qw iscsi; then
-    qemu_iscsi=no
-fi
+qemu_has_iscsi || qemu_iscsi=no
 if [ ${#need[@]} -eq 0 ] && [ $qemu_iscsi = yes ]; then
     exit 0
 fi
@@ -40,5 +47,5 @@ if [ $qemu_iscsi = no ]; then
     echo "installing: qemu-block-extra qemu-utils" >&2
     $sudo apt-get install -y -q --no-install-recommends qemu-block-extra
     $sudo apt-get install -y -q --no-install-recommends qemu-utils
-    qemu-img --help | grep -qw iscsi || { echo "qemu-img has no iscsi driver" >&2; exit 1; }
+    qemu_has_iscsi || { echo "qemu-img has no iscsi driver" >&2; exit 1; }
 fi

@@ -54,7 +54,7 @@ mod tests;
 pub use engine::{Engine, EngineConfig, ReactorHandle, Remote};
 pub use error::EngineError;
 pub use iobuf::{BufPool, BufPoolConfig, IoBuf};
-pub use net::{TcpListener, TcpStream, serve_spread};
+pub use net::{TcpListener, TcpStream, serve_spread, write_loop};
 pub use reactor::{
     CompletionHandler, FixedFile, HandlerId, MAX_HANDLER_TOKEN, Reactor, ReactorConfig,
     ReactorStats, cqe_result, current, try_current,

@@ -378,3 +378,34 @@ where
         });
     })
 }
+
+/// The writer half of a protocol connection: whenever `wake` fires, asks `fill` for the bytes
+/// ready to go (appended to an empty Vec) and sends them, until `closing` is set and nothing is
+/// left, or a send fails (then `closing` is set). Shuts the socket down both ways at the end, so
+/// a reader blocked on a peer that will never speak again wakes up too.
+pub async fn write_loop(
+    stream: &TcpStream,
+    wake: &crate::Signal,
+    closing: &std::cell::Cell<bool>,
+    mut fill: impl FnMut(&mut Vec<u8>),
+) {
+    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
+    loop {
+        out.clear();
+        fill(&mut out);
+        if out.is_empty() {
+            if closing.get() {
+                break;
+            }
+            wake.wait().await;
+            continue;
+        }
+        let (b, res) = stream.send_all_vec(out, 0).await;
+        out = b;
+        if res.is_err() {
+            closing.set(true);
+            break;
+        }
+    }
+    let _ = stream.shutdown();
+}

@@ -961,26 +961,10 @@ async fn run_connection(
 }
 
 async fn write_loop(st: Rc<ConnState>, stream: TcpStream) {
-    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
-    loop {
-        out.clear();
-        st.conn.borrow_mut().transmit(&mut out);
-        if out.is_empty() {
-            if st.closing.get() {
-                break;
-            }
-            st.out.wait().await;
-            continue;
-        }
-        let (b, res) = stream.send_all_vec(out, 0).await;
-        out = b;
-        if res.is_err() {
-            st.closing.set(true);
-            break;
-        }
-    }
-    // Both ways: a reader blocked on a peer that will never speak again wakes up too.
-    let _ = stream.shutdown();
+    basalt_engine::write_loop(&stream, &st.out, &st.closing, |out| {
+        st.conn.borrow_mut().transmit(out);
+    })
+    .await;
 }
 
 async fn tick_loop(st: Rc<ConnState>) {

@@ -430,25 +430,10 @@ async fn run_queue(target: Arc<NvmfTarget>, stream: std::net::TcpStream) {
 }
 
 async fn write_loop(st: Rc<QueueState>, stream: TcpStream) {
-    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
-    loop {
-        out.clear();
-        st.conn.borrow_mut().transmit(&mut out);
-        if out.is_empty() {
-            if st.closing.get() {
-                break;
-            }
-            st.out.wait().await;
-            continue;
-        }
-        let (b, res) = stream.send_all_vec(out, 0).await;
-        out = b;
-        if res.is_err() {
-            st.closing.set(true);
-            break;
-        }
-    }
-    let _ = stream.shutdown();
+    basalt_engine::write_loop(&stream, &st.out, &st.closing, |out| {
+        st.conn.borrow_mut().transmit(out);
+    })
+    .await;
 }
 
 async fn tick_loop(st: Rc<QueueState>) {
