@@ -6,7 +6,7 @@
 //! {"op":"iscsi_target_add","name":"iqn.2026-11.org.basalt:v1","lun":[{"lun":0,"volume":"pool/v1"}]}
 //! {"ok":true}
 //! {"op":"iscsi_target_remove","name":"iqn.2026-11.org.basalt:v1"}
-//! {"ok":false,"error":"configuration: no target iqn.2026-11.org.basalt:v1"}
+//! {"ok":false,"code":"invalid","error":"configuration: no target iqn.2026-11.org.basalt:v1"}
 //! ```
 //!
 //! Operations: `iscsi_target_add` (the fields of an `[[iscsi.target]]` table),
@@ -15,7 +15,15 @@
 //! of an `[[nvmf.subsystem]]` table), `nvmf_subsystem_remove` (`nqn`), `nvmf_subsystem_list`,
 //! `volume_create` (the fields of a
 //! `[[volume]]` table), `volume_resize` (`lvs`, `name`, `size`), `volume_delete` (`lvs`,
-//! `name`), `volume_list` (`lvs`), `ping`.
+//! `name`), `volume_list` (`lvs`), `volume_get` (`lvs`, `name`), `snapshot_create` (`lvs`,
+//! `volume`, `name`), `clone_create` (`lvs`, `snapshot`, `name`), `volume_revert` (`lvs`,
+//! `volume`, `snapshot`), `lvs_list` (space and volume counts of every store), `ping`.
+//!
+//! Creates are idempotent (a volume, snapshot or clone that exists already under the name
+//! asked for is answered with its id), so a caller that lost an answer can ask again. A failure
+//! carries a machine-readable `code` beside its message: `not_found`, `exists`, `no_space`,
+//! `busy`, `read_only`, `invalid`, `io` or `error`; `bad_request` for a line that is not a
+//! request.
 //!
 //! The socket is created with mode 0600: whoever can use it owns the data.
 
@@ -77,6 +85,26 @@ enum Request {
     VolumeList {
         lvs: String,
     },
+    VolumeGet {
+        lvs: String,
+        name: String,
+    },
+    SnapshotCreate {
+        lvs: String,
+        volume: String,
+        name: String,
+    },
+    CloneCreate {
+        lvs: String,
+        snapshot: String,
+        name: String,
+    },
+    VolumeRevert {
+        lvs: String,
+        volume: String,
+        snapshot: String,
+    },
+    LvsList,
 }
 
 /// A running admin socket; removed from the file system when dropped.
@@ -139,7 +167,11 @@ fn serve(conn: UnixStream, ex: &Exports) {
         match (&mut reader).take(MAX_LINE as u64 + 1).read_line(&mut line) {
             Ok(0) | Err(_) => return,
             Ok(n) if n > MAX_LINE => {
-                let _ = writeln!(out, "{}", error_json("request line too long"));
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    error_json("bad_request", "request line too long")
+                );
                 return;
             }
             Ok(_) => {}
@@ -147,24 +179,43 @@ fn serve(conn: UnixStream, ex: &Exports) {
         if line.trim().is_empty() {
             continue;
         }
-        let answer = match serde_json::from_str::<Request>(line.trim()) {
-            Ok(req) => {
-                tracing::info!(request = ?req, "admin request");
-                match handle(req, ex) {
-                    Ok(v) => v,
-                    Err(e) => error_json(&e.to_string()),
-                }
-            }
-            Err(e) => error_json(&format!("bad request: {e}")),
-        };
+        let answer = dispatch(line.trim().as_bytes(), ex);
         if writeln!(out, "{answer}").is_err() {
             return;
         }
     }
 }
 
-fn error_json(msg: &str) -> serde_json::Value {
-    serde_json::json!({ "ok": false, "error": msg })
+/// Decodes one JSON request and carries it out: the admin socket's and the control rings'
+/// common entry point. Never panics on hostile bytes; every failure is an answer.
+pub fn dispatch(request: &[u8], ex: &Exports) -> serde_json::Value {
+    match serde_json::from_slice::<Request>(request) {
+        Ok(req) => {
+            tracing::info!(request = ?req, "datapath request");
+            match handle(req, ex) {
+                Ok(v) => v,
+                Err(e) => error_json(e.code(), &e.to_string()),
+            }
+        }
+        Err(e) => error_json("bad_request", &format!("bad request: {e}")),
+    }
+}
+
+fn error_json(code: &str, msg: &str) -> serde_json::Value {
+    serde_json::json!({ "ok": false, "code": code, "error": msg })
+}
+
+fn volume_json(v: &basalt_lvol::VolumeInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": v.id,
+        "name": v.name,
+        "uuid": v.uuid.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "size": v.size_bytes,
+        "read_only": v.read_only,
+        "snapshot": v.snapshot,
+        "thick": v.thick,
+        "parent_id": v.parent_id,
+    })
 }
 
 fn ok() -> serde_json::Value {
@@ -260,22 +311,54 @@ fn handle(req: Request, ex: &Exports) -> Result<serde_json::Value, DatapathError
         Request::VolumeList { lvs } => {
             let store = ex
                 .store(&lvs)
-                .ok_or_else(|| DatapathError::Config(format!("no store {lvs}")))?;
-            let vols: Vec<serde_json::Value> = store
-                .volumes()
-                .into_iter()
-                .map(|v| {
+                .ok_or_else(|| DatapathError::NotFound(format!("store {lvs}")))?;
+            let vols: Vec<serde_json::Value> = store.volumes().iter().map(volume_json).collect();
+            Ok(serde_json::json!({ "ok": true, "volumes": vols }))
+        }
+        Request::VolumeGet { lvs, name } => {
+            let (_, v) = ex.volume(&lvs, &name)?;
+            Ok(serde_json::json!({ "ok": true, "volume": volume_json(&v) }))
+        }
+        Request::SnapshotCreate { lvs, volume, name } => {
+            let id = ex.snapshot_volume(&lvs, &volume, &name)?;
+            Ok(serde_json::json!({ "ok": true, "id": id }))
+        }
+        Request::CloneCreate {
+            lvs,
+            snapshot,
+            name,
+        } => {
+            let id = ex.clone_snapshot(&lvs, &snapshot, &name)?;
+            Ok(serde_json::json!({ "ok": true, "id": id }))
+        }
+        Request::VolumeRevert {
+            lvs,
+            volume,
+            snapshot,
+        } => {
+            ex.revert_volume(&lvs, &volume, &snapshot)?;
+            Ok(ok())
+        }
+        Request::LvsList => {
+            let stores: Vec<serde_json::Value> = ex
+                .stores()
+                .iter()
+                .map(|s| {
+                    let sp = s.space();
+                    let vols = s.volumes();
                     serde_json::json!({
-                        "id": v.id,
-                        "name": v.name,
-                        "uuid": v.uuid.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-                        "size": v.size_bytes,
-                        "read_only": v.read_only,
-                        "snapshot": v.snapshot,
+                        "name": s.name(),
+                        "cluster_size": sp.cluster_size,
+                        "total_bytes": sp.total_clusters * sp.cluster_size,
+                        "free_bytes": sp.free_clusters * sp.cluster_size,
+                        "used_bytes": sp.used_clusters * sp.cluster_size,
+                        "provisioned_bytes": sp.provisioned_bytes,
+                        "volumes": vols.iter().filter(|v| !v.snapshot).count(),
+                        "snapshots": vols.iter().filter(|v| v.snapshot).count(),
                     })
                 })
                 .collect();
-            Ok(serde_json::json!({ "ok": true, "volumes": vols }))
+            Ok(serde_json::json!({ "ok": true, "stores": stores }))
         }
     }
 }

@@ -13,7 +13,7 @@ use basalt_bdev::{Bdev, BdevSet};
 use basalt_engine::ReactorHandle;
 use basalt_iscsi::server::IscsiTarget;
 use basalt_iscsi::{Access, ChapCredentials, TargetNode};
-use basalt_lvol::LvStore;
+use basalt_lvol::{LvStore, VolumeInfo};
 use basalt_nvmf::NvmfTarget;
 use basalt_scsi::{LogicalUnit, LuConfig};
 
@@ -51,6 +51,23 @@ pub struct Exports {
 
 fn fail(msg: impl Into<String>) -> DatapathError {
     DatapathError::Config(msg.into())
+}
+
+/// A create of `name` found it there already: fine if it is of the kind asked for.
+fn idempotent(
+    store: &str,
+    name: &str,
+    v: &VolumeInfo,
+    snapshot: bool,
+) -> Result<u64, DatapathError> {
+    if v.snapshot == snapshot {
+        Ok(v.id)
+    } else {
+        Err(DatapathError::Store {
+            what: format!("{store}/{name}"),
+            source: basalt_lvol::StoreError::NameTaken(name.to_owned()),
+        })
+    }
 }
 
 /// A stable UUID for a raw block device, from its name (FNV-1a, 128 bits, with the RFC 9562
@@ -215,18 +232,21 @@ impl Exports {
     /// # Errors
     /// No such store, or the store refused.
     pub fn ensure_volume(&self, cfg: &VolumeConfig) -> Result<u64, DatapathError> {
-        let lvs = self
-            .store(&cfg.lvs)
-            .ok_or_else(|| fail(format!("volume {}: no store {}", cfg.name, cfg.lvs)))?;
+        let lvs = self.store(&cfg.lvs).ok_or_else(|| {
+            DatapathError::NotFound(format!("store {} (for volume {})", cfg.lvs, cfg.name))
+        })?;
         if let Some(v) = lvs.find(&cfg.name) {
-            return Ok(v.id);
+            return idempotent(&cfg.lvs, &cfg.name, &v, false);
         }
         let (name, size, thick) = (cfg.name.clone(), cfg.size.0, cfg.thick);
         let id = self
             .reactor
             .block_on(move || async move { lvs.create_volume(&name, size, thick).await })
             .map_err(DatapathError::Engine)?
-            .map_err(|e| fail(format!("volume {}/{}: {e}", cfg.lvs, cfg.name)))?;
+            .map_err(|source| DatapathError::Store {
+                what: format!("volume {}/{}", cfg.lvs, cfg.name),
+                source,
+            })?;
         tracing::info!(store = %cfg.lvs, volume = %cfg.name, size = cfg.size.0, thick = cfg.thick, "volume created");
         Ok(id)
     }
@@ -237,17 +257,15 @@ impl Exports {
     /// # Errors
     /// No such store or volume, a shrink, or an I/O error.
     pub fn resize_volume(&self, store: &str, name: &str, size: u64) -> Result<(), DatapathError> {
-        let lvs = self
-            .store(store)
-            .ok_or_else(|| fail(format!("no store {store}")))?;
-        let v = lvs
-            .find(name)
-            .ok_or_else(|| fail(format!("no volume {store}/{name}")))?;
+        let (lvs, v) = self.volume(store, name)?;
         let l = lvs.clone();
         self.reactor
             .block_on(move || async move { l.resize(v.id, size).await })
             .map_err(DatapathError::Engine)?
-            .map_err(|e| fail(format!("volume {store}/{name}: {e}")))?;
+            .map_err(|source| DatapathError::Store {
+                what: format!("volume {store}/{name}"),
+                source,
+            })?;
         let key = Backing::Volume {
             store: store.to_owned(),
             volume: name.to_owned(),
@@ -277,17 +295,105 @@ impl Exports {
     /// # Errors
     /// No such store or volume, the volume is in use, or an I/O error.
     pub fn delete_volume(&self, store: &str, name: &str) -> Result<(), DatapathError> {
-        let lvs = self
-            .store(store)
-            .ok_or_else(|| fail(format!("no store {store}")))?;
-        let v = lvs
-            .find(name)
-            .ok_or_else(|| fail(format!("no volume {store}/{name}")))?;
+        let (lvs, v) = self.volume(store, name)?;
         self.reactor
             .block_on(move || async move { lvs.delete(v.id).await })
             .map_err(DatapathError::Engine)?
-            .map_err(|e| fail(format!("volume {store}/{name}: {e}")))?;
+            .map_err(|source| DatapathError::Store {
+                what: format!("volume {store}/{name}"),
+                source,
+            })?;
         tracing::info!(store, volume = name, "volume deleted");
+        Ok(())
+    }
+
+    /// The store `store` and its volume (or snapshot) `name`.
+    ///
+    /// # Errors
+    /// [`DatapathError::NotFound`] for either.
+    pub fn volume(&self, store: &str, name: &str) -> Result<(LvStore, VolumeInfo), DatapathError> {
+        let lvs = self
+            .store(store)
+            .ok_or_else(|| DatapathError::NotFound(format!("store {store}")))?;
+        let v = lvs
+            .find(name)
+            .ok_or_else(|| DatapathError::NotFound(format!("volume {store}/{name}")))?;
+        Ok((lvs, v))
+    }
+
+    /// Takes snapshot `snap` of volume `<store>/<name>`, unless a snapshot of that name exists
+    /// already (then its id is returned: a re-driven request is harmless).
+    ///
+    /// # Errors
+    /// No such store or volume, the name is taken by a volume that is not a snapshot, or the
+    /// store refused.
+    pub fn snapshot_volume(
+        &self,
+        store: &str,
+        name: &str,
+        snap: &str,
+    ) -> Result<u64, DatapathError> {
+        let (lvs, v) = self.volume(store, name)?;
+        if let Some(existing) = lvs.find(snap) {
+            return idempotent(store, snap, &existing, true);
+        }
+        let s = snap.to_owned();
+        let id = self
+            .reactor
+            .block_on(move || async move { lvs.snapshot(v.id, &s).await })
+            .map_err(DatapathError::Engine)?
+            .map_err(|source| DatapathError::Store {
+                what: format!("snapshot {store}/{snap} of {name}"),
+                source,
+            })?;
+        tracing::info!(store, volume = name, snapshot = snap, "snapshot taken");
+        Ok(id)
+    }
+
+    /// Makes volume `clone` from snapshot `<store>/<snap>`, unless a volume of that name exists
+    /// already (then its id is returned).
+    ///
+    /// # Errors
+    /// No such store or snapshot, the name is taken by a snapshot, or the store refused.
+    pub fn clone_snapshot(
+        &self,
+        store: &str,
+        snap: &str,
+        clone: &str,
+    ) -> Result<u64, DatapathError> {
+        let (lvs, s) = self.volume(store, snap)?;
+        if let Some(existing) = lvs.find(clone) {
+            return idempotent(store, clone, &existing, false);
+        }
+        let c = clone.to_owned();
+        let id = self
+            .reactor
+            .block_on(move || async move { lvs.clone_volume(s.id, &c).await })
+            .map_err(DatapathError::Engine)?
+            .map_err(|source| DatapathError::Store {
+                what: format!("clone {store}/{clone} of {snap}"),
+                source,
+            })?;
+        tracing::info!(store, snapshot = snap, clone, "clone made");
+        Ok(id)
+    }
+
+    /// Reverts volume `<store>/<name>` to its snapshot `snap` (refused while the volume is
+    /// open: exported or in use).
+    ///
+    /// # Errors
+    /// No such store, volume or snapshot, the volume is open, or the store refused.
+    pub fn revert_volume(&self, store: &str, name: &str, snap: &str) -> Result<(), DatapathError> {
+        let (lvs, v) = self.volume(store, name)?;
+        let (_, s) = self.volume(store, snap)?;
+        self.reactor
+            .block_on(move || async move { lvs.revert(v.id, s.id).await })
+            .map_err(DatapathError::Engine)?
+            .map_err(|source| DatapathError::Store {
+                what: format!("revert {store}/{name} to {snap}"),
+                source,
+            })?;
+        tracing::info!(store, volume = name, snapshot = snap, "volume reverted");
         Ok(())
     }
 

@@ -52,6 +52,45 @@ pub enum DatapathError {
     Bdev(#[from] BdevError),
     /// cannot install signal handlers
     Signals(#[source] std::io::Error),
+    /// {0} does not exist
+    NotFound(String),
+    /// {what}: {source}
+    Store {
+        /// What was being done.
+        what: String,
+        /// The volume store's answer.
+        #[source]
+        source: basalt_lvol::StoreError,
+    },
+}
+
+impl DatapathError {
+    /// A short machine-readable class of the error, for the control plane: `not_found`,
+    /// `exists`, `no_space`, `busy`, `read_only`, `invalid`, `io` or `error`.
+    pub fn code(&self) -> &'static str {
+        use basalt_lvol::StoreError as S;
+        match self {
+            DatapathError::NotFound(_) => "not_found",
+            DatapathError::Store { source, .. } => match source {
+                S::NoVolume(_) => "not_found",
+                S::NameTaken(_) => "exists",
+                S::NoSpace => "no_space",
+                S::Busy(_) => "busy",
+                S::ReadOnly(_) => "read_only",
+                S::Shrink { .. } | S::Invalid(_) => "invalid",
+                S::Io(_) | S::Failed(_) | S::NoSuperblock { .. } | S::Format(_) | S::Load(_) => {
+                    "io"
+                }
+            },
+            DatapathError::Parse(_)
+            | DatapathError::Config(_)
+            | DatapathError::ParseFile { .. } => "invalid",
+            DatapathError::Read { .. }
+            | DatapathError::Engine(_)
+            | DatapathError::Bdev(_)
+            | DatapathError::Signals(_) => "error",
+        }
+    }
 }
 
 /// A running datapath.
