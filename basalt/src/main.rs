@@ -7,6 +7,7 @@ use basalt_bdev::ByteSize;
 use basalt_datapath::{Datapath, DatapathConfig, ShutdownSignals};
 use basalt_lvol::disk::FileDisk;
 use basalt_lvol::store::Store;
+use basalt_manager::{ControlConfig, ControlService};
 use clap::{Args, Parser, Subcommand};
 
 /// Basalt: block storage for clouds, served from a thread-per-core io_uring data path.
@@ -30,11 +31,21 @@ enum Command {
     /// (`<data-dir>/pool.img`) and a datapath configuration (`<data-dir>/datapath.toml`) that
     /// you may edit; then runs the datapath in the foreground until Ctrl-C or SIGTERM.
     ///
-    /// Today `up` runs the datapath: the engine, the pool, a volume store on it (`pool`), an
+    /// Today `up` runs the datapath (the engine, the pool, a volume store on it (`pool`), an
     /// iSCSI portal on 127.0.0.1:3260, NVMe/TCP on 127.0.0.1:4420 and the admin socket
-    /// `<data-dir>/datapath.sock` (`basalt admin`). The NBD target and the Cinder-compatible
-    /// API join it as they land.
+    /// `<data-dir>/datapath.sock`) and the control plane (the metadata store
+    /// `<data-dir>/basalt.db`, the scheduler and the volume manager of this node, configured
+    /// in `<data-dir>/control.toml`). The NBD target and the Cinder-compatible API join them
+    /// as they land.
     Up(UpArgs),
+
+    /// Run the control plane in the foreground until Ctrl-C or SIGTERM.
+    ///
+    /// It opens the metadata store, takes on the datapath nodes listed in the configuration
+    /// (see docs/operations.md), finishes or undoes operations a restart interrupted,
+    /// restores the nodes' exports, and every stats interval gathers their pool reports for
+    /// the scheduler.
+    Control(ControlArgs),
 
     /// Run the datapath daemon in the foreground until Ctrl-C or SIGTERM.
     ///
@@ -54,6 +65,14 @@ enum Command {
     /// Every operation is listed in docs/operations.md. Exits non-zero when the datapath
     /// refuses the request.
     Admin(AdminArgs),
+}
+
+/// `basalt control`.
+#[derive(Debug, Args)]
+struct ControlArgs {
+    /// Configuration file (TOML): [control] and one [[node]] table per datapath.
+    #[arg(long, short, value_name = "FILE")]
+    config: PathBuf,
 }
 
 /// `basalt admin`.
@@ -365,6 +384,7 @@ fn main() {
     let result = match cli.command {
         Command::Up(args) => up(&args),
         Command::Datapath(args) => datapath(&args),
+        Command::Control(args) => control(&args),
         Command::Lvol(cmd) => lvol(cmd),
         Command::Admin(a) => admin(&a),
     };
@@ -414,6 +434,48 @@ fn serve(cfg: &DatapathConfig) -> Result<()> {
     tracing::info!(signal = sig, "shutting down");
     dp.shutdown();
     Ok(())
+}
+
+fn control(args: &ControlArgs) -> Result<()> {
+    let cfg = ControlConfig::load(&args.config)?;
+    let mut signals = ShutdownSignals::install()?;
+    let svc = ControlService::start(&cfg)?;
+    let sig = signals.wait();
+    tracing::info!(signal = sig, "shutting down");
+    svc.stop();
+    Ok(())
+}
+
+/// This machine's host name, for the node's address (`host@basalt#pool`).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && !h.contains(['@', '#']) && !h.contains(char::is_whitespace))
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// The control-plane configuration `up` writes on first start.
+fn default_control_toml(dir: &Path) -> String {
+    let s = |p: &str| toml::Value::String(dir.join(p).display().to_string());
+    format!(
+        "# Written by `basalt up` on first start; edit freely. Every key: docs/operations.md.\n\
+         [control]\n\
+         database = {db}\n\
+         stats_interval_secs = 10\n\
+         service_down_time_secs = 60\n\
+         \n\
+         # This machine's datapath (datapath.toml beside this file).\n\
+         [[node]]\n\
+         host = {host}\n\
+         lvs = \"pool\"\n\
+         admin_socket = {sock}\n\
+         iscsi_portal = \"127.0.0.1:3260\"\n\
+         nvmf_portal = \"127.0.0.1:4420\"\n",
+        db = s("basalt.db"),
+        host = toml::Value::String(host_name()),
+        sock = s("datapath.sock"),
+    )
 }
 
 /// Opens the store on `path` writable, applies `f`, commits, and prints what `f` says it did.
@@ -862,8 +924,38 @@ fn up(args: &UpArgs) -> Result<()> {
     }
     let mut cfg = DatapathConfig::load(&conf)?;
     args.engine.apply(&mut cfg);
+    let control_conf = dir.join("control.toml");
+    if !control_conf.exists() {
+        std::fs::write(&control_conf, default_control_toml(&dir))
+            .with_context(|| format!("cannot write {}", control_conf.display()))?;
+        tracing::info!(path = %control_conf.display(), "wrote the default control configuration");
+    }
+    let ccfg = ControlConfig::load(&control_conf)?;
+    let mut signals = ShutdownSignals::install()?;
+    let dp = Datapath::start(&cfg)?;
+    let svc = match ControlService::start(&ccfg) {
+        Ok(s) => s,
+        Err(e) => {
+            dp.shutdown();
+            return Err(e.into());
+        }
+    };
+    let sock = dir.join("datapath.sock");
+    eprintln!(
+        "\nbasalt up: running from {data}\n\
+         \x20 iSCSI 127.0.0.1:3260, NVMe/TCP 127.0.0.1:4420, metadata {data}/basalt.db\n\
+         \x20 next: build/release/basalt admin --socket {sock} '{{\"op\":\"lvs_list\"}}'\n\
+         \x20       (docs/operations.md lists every request; the Cinder API on :8776 is not there yet)\n\
+         \x20 Ctrl-C stops both planes.\n",
+        data = dir.display(),
+        sock = sock.display(),
+    );
     tracing::info!(data_dir = %dir.display(), "basalt up: Ctrl-C to stop");
-    serve(&cfg)
+    let sig = signals.wait();
+    tracing::info!(signal = sig, "shutting down");
+    svc.stop();
+    dp.shutdown();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -874,6 +966,14 @@ mod tests {
     fn the_cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_generated_control_config_parses() {
+        let text = default_control_toml(Path::new("/var/lib/basalt \"data\""));
+        let cfg = ControlConfig::parse(&text).expect("parses");
+        assert_eq!(cfg.nodes.len(), 1);
+        assert_eq!(cfg.nodes[0].lvs, "pool");
     }
 
     #[test]

@@ -17,22 +17,29 @@ fn basalt_up_creates_its_data_dir_serves_and_stops_cleanly() {
             .arg(&data);
         let mut d = Daemon::spawn(cmd);
         d.wait_for("block device ready", Duration::from_secs(30));
+        // The control plane found this machine's node and reported its pool.
+        d.wait_for("node up", Duration::from_secs(30));
         let (code, log) = d.stop(if round == 0 {
             Signal::TERM
         } else {
             Signal::INT
         });
         assert_eq!(code, Some(0), "clean exit; log:\n{}", log.join("\n"));
-        assert!(
-            log.iter().any(|l| l.contains("datapath stopped")),
-            "{}",
-            log.join("\n")
-        );
+        for needle in ["control plane stopped", "datapath stopped"] {
+            assert!(
+                log.iter().any(|l| l.contains(needle)),
+                "{needle}: {}",
+                log.join("\n")
+            );
+        }
     }
     let pool = std::fs::metadata(data.join("pool.img")).expect("pool file");
     assert_eq!(pool.len(), 64 << 20);
     let conf = std::fs::read_to_string(data.join("datapath.toml")).expect("config written");
     assert!(conf.contains("module = \"uring\""), "{conf}");
+    let control = std::fs::read_to_string(data.join("control.toml")).expect("control config");
+    assert!(control.contains("[[node]]"), "{control}");
+    assert!(data.join("basalt.db").exists());
 }
 
 #[test]

@@ -22,6 +22,7 @@
 
 pub mod datapath;
 pub mod node;
+pub mod service;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -35,6 +36,7 @@ use basalt_scheduler::{PoolId, Request, ScheduleError, Scheduler, SchedulerConfi
 
 pub use datapath::{AdminSocket, Datapath, DpError};
 pub use node::{NodeConfig, VolumeManager};
+pub use service::{ControlConfig, ControlService};
 
 /// Why a control-plane operation failed.
 #[derive(Debug, displaydoc::Display, thiserror::Error)]
@@ -179,6 +181,14 @@ impl Control {
             }
         }
         n
+    }
+
+    /// Runs recovery on one node (when it comes back).
+    ///
+    /// # Errors
+    /// The node is unknown, or the datapath or the database failed.
+    pub fn recover_node(&self, host: &str) -> Result<usize, ManagerError> {
+        self.node(host)?.recover()
     }
 
     fn extra_specs(&self, type_id: Option<&str>) -> Result<BTreeMap<String, String>, ManagerError> {
