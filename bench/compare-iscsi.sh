@@ -3,13 +3,18 @@
 # run, on the same preallocated file (issue 4), plus Basalt on a volume-store volume:
 #   iscsi-perf 4 KiB reads, QD 32 and 128, sequential and random, for each target in turn,
 #   interleaved round by round; CPU seconds used by each target process during its run, so
-#   CPU per I/O is reported too.
+#   CPU per I/O is reported too. Then writes and mixed I/O through basalt-bench's iSCSI
+#   initiator: 4 KiB randwrite and randrw (50% reads) at QD 32 and 128 against each target,
+#   with IOPS, p50/p99/p99.9 latency and CPU per I/O of basalt-bench and of the target.
 #
 # Usage: bench/compare-iscsi.sh [--dir DIR] [--runtime SECONDS] [--rounds N] [--cores N]
+#                               [--no-bench]
 #   --dir      where the 2 GiB test files go (default ${TMPDIR:-/var/tmp}; O_DIRECT needed)
 #   --runtime  seconds per run (default 10)
 #   --rounds   rounds of the whole matrix (default 2)
 #   --cores    Basalt reactors (default 2; tgtd uses its own threads)
+#   --no-bench skip the basalt-bench write/randrw section
+# BASALT and BASALT_BENCH name prebuilt binaries (default: cargo build --release here).
 # Needs iscsi-perf (libiscsi-bin) and tgtd (tgt): scripts/install-test-deps.sh installs them.
 set -euo pipefail
 
@@ -18,17 +23,19 @@ dir=${TMPDIR:-/var/tmp}
 runtime=10
 rounds=2
 cores=2
+with_bench=1
 while [ $# -gt 0 ]; do
     case $1 in
         --dir) dir=$2; shift 2 ;;
         --runtime) runtime=$2; shift 2 ;;
         --rounds) rounds=$2; shift 2 ;;
         --cores) cores=$2; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --no-bench) with_bench=0; shift ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare-iscsi: unknown argument $1" >&2; exit 64 ;;
     esac
 done
-for tool in iscsi-perf tgtd tgtadm; do
+for tool in iscsi-perf tgtd tgtadm qemu-img; do
     command -v $tool >/dev/null || { echo "compare-iscsi: $tool is missing (scripts/install-test-deps.sh)" >&2; exit 69; }
 done
 
@@ -37,10 +44,18 @@ if [ -z "$basalt" ]; then
     (cd "$root" && cargo build --release --quiet --bin basalt)
     basalt=$root/build/release/basalt
 fi
+bench=${BASALT_BENCH:-}
+if [ -z "$bench" ] && [ "$with_bench" = 1 ]; then
+    (cd "$root" && cargo build --release --quiet -p basalt-bench)
+    bench=$root/build/release/basalt-bench
+fi
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 1
+    # tgtd in the foreground does not always stop on SIGTERM.
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$tmp"
 }
@@ -57,6 +72,8 @@ rm -f "$pool"; truncate -s $((3 << 30)) "$pool"
 
 bport=3270
 tport=3271
+# A control port of our own, so another tgtd on this machine is left alone.
+ctl=$(( $$ % 90 + 10 ))
 iqn=iqn.2026-11.org.basalt
 cat >"$tmp/dp.toml" <<TOML
 [engine]
@@ -96,19 +113,22 @@ TOML
 bpid=$!
 pids+=("$bpid")
 
-tgtd -f --iscsi "portal=127.0.0.1:$tport" -C 9 >"$tmp/tgtd.log" 2>&1 &
+tgtd -f --iscsi "portal=127.0.0.1:$tport" -C "$ctl" >"$tmp/tgtd.log" 2>&1 &
 tpid=$!
 pids+=("$tpid")
 sleep 2
-tgtadm -C 9 --lld iscsi --op new --mode target --tid 1 -T "$iqn:tgtd"
-tgtadm -C 9 --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$raw" --bsoflags direct
-tgtadm -C 9 --lld iscsi --op bind --mode target --tid 1 -I ALL
+tgtadm -C "$ctl" --lld iscsi --op new --mode target --tid 1 -T "$iqn:tgtd"
+tgtadm -C "$ctl" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$raw" --bsoflags direct
+tgtadm -C "$ctl" --lld iscsi --op bind --mode target --tid 1 -I ALL
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
-# Fill the volume once so that its reads are of written data.
-iscsi-perf -t 1 -m 1 "iscsi://127.0.0.1:$bport/$iqn:vol/0" >/dev/null 2>&1 || true
+# Fill the volume with the raw file's bytes, so that both read written data from the same
+# disk (a thick volume's unwritten clusters are holes in the pool file, which read as zeros
+# without touching the disk).
+echo "filling the volume (2 GiB over iSCSI with qemu-img)" >&2
+qemu-img convert -n -f raw -O raw "$raw" "iscsi://127.0.0.1:$bport/$iqn:vol/0"
 
 printf '%-8s %-6s %-4s %-10s %10s %12s\n' target mode qd round iops cpu_us_per_io
 results=$tmp/results
@@ -155,4 +175,55 @@ for mode in ("seq", "rand"):
         b, v, t = mean("basalt", mode, qd), mean("volume", mode, qd), mean("tgtd", mode, qd)
         r = lambda x: f"{x / t:.2f}x" if t else "-"
         print(f"{mode:6} {qd:>4} {b:9.0f} {v:9.0f} {t:9.0f} {r(b):>12} {r(v):>12}")
+PY
+
+[ "$with_bench" = 1 ] || exit 0
+
+echo
+echo "Writes and mixed I/O with basalt-bench's iSCSI initiator (4 KiB, one session, ${runtime}s)"
+bres=$tmp/bench-results
+: >"$bres"
+for rw in randwrite randrw; do
+    for qd in 32 128; do
+        for t in basalt tgtd volume; do
+            case $t in
+                basalt) url="iscsi://127.0.0.1:$bport/$iqn:raw/0"; pid=$bpid ;;
+                volume) url="iscsi://127.0.0.1:$bport/$iqn:vol/0"; pid=$bpid ;;
+                tgtd) url="iscsi://127.0.0.1:$tport/$iqn:tgtd/1"; pid=$tpid ;;
+            esac
+            before=$(cpu_ticks "$pid")
+            "$bench" --target "$url" --rw $rw --bs 4k --qd "$qd" --time "${runtime}s" --no-pin \
+                --json >"$tmp/bench.json" 2>"$tmp/bench.err" || { cat "$tmp/bench.err" >&2; continue; }
+            after=$(cpu_ticks "$pid")
+            python3 - "$tmp/bench.json" $t $rw "$qd" "$before" "$after" "$hz" >>"$bres" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+t, rw, qd, before, after, hz = sys.argv[2:8]
+tot = r["total"]
+ios = max(tot["ios"], 1)
+l = tot["latency_us"]
+print(t, rw, qd, round(tot["iops"]), round(l["p50"], 1), round(l["p99"], 1), round(l["p99_9"], 1),
+      round(r["cpu_us_per_io"], 2), round((int(after) - int(before)) / int(hz) * 1e6 / ios, 2))
+PY
+        done
+    done
+done
+python3 - "$bres" <<'PY'
+import sys
+rows = {}
+for line in open(sys.argv[1]):
+    t, rw, qd, *v = line.split()
+    rows[(t, rw, qd)] = v
+print(f"{'target':8} {'rw':10} {'qd':>4} {'IOPS':>8} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} "
+      f"{'CPU bench':>9} {'CPU target':>10} {'vs tgtd':>8}")
+for rw in ("randwrite", "randrw"):
+    for qd in ("32", "128"):
+        for t in ("basalt", "volume", "tgtd"):
+            v = rows.get((t, rw, qd))
+            if not v:
+                continue
+            base = rows.get(("tgtd", rw, qd))
+            ratio = f"{int(v[0]) / int(base[0]):.2f}x" if base and int(base[0]) else "-"
+            print(f"{t:8} {rw:10} {qd:>4} {v[0]:>8} {v[1]:>8} {v[2]:>8} {v[3]:>9} {v[4]:>9} "
+                  f"{v[5]:>10} {ratio:>8}")
 PY

@@ -15,13 +15,29 @@ use clap::Parser;
 ///
 ///   basalt-bench --target malloc:1G --rw randrw --rwmixread 70 --cores 2 --verify --json
 ///
+///   basalt-bench -t nvmf:127.0.0.1:4420/nqn.2026-11.org.basalt:vol,queues=2 --qd 128 --time 10s
+///
+///   basalt-bench -t iscsi://127.0.0.1:3260/iqn.2026-11.org.basalt:vol/0 --rw randwrite --time 10s
+///
 /// Exit status: 0 success; 1 the job could not run (bad target or job); 2 bad command line;
 /// 3 the job ran but I/O failed or verify found a mismatch.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
     /// What to drive: `file:PATH` (a regular file or block device, O_DIRECT), `malloc:SIZE`
-    /// (RAM) or `null:SIZE` (discards writes, reads zeros).
+    /// (RAM), `null:SIZE` (discards writes, reads zeros), `lvol:PATH[,OPTION...]` (a volume of
+    /// a volume store on PATH), or a remote device:
+    ///
+    /// `nvmf:HOST[:PORT]/SUBNQN[,nsid=N][,queues=N][,digest|hdgst|ddgst][,hostnqn=NQN][,nocopy]`:
+    /// NVMe/TCP (port 4420 by default). One controller per run; each core opens `queues` I/O
+    /// queues (default 1) and spreads its I/O over them. `nsid` defaults to the first active
+    /// namespace. `nocopy` does not copy read data into the I/O buffers (to measure that copy;
+    /// not with --verify).
+    ///
+    /// `iscsi://[USER%SECRET@]HOST[:PORT]/TARGET-IQN/LUN`: iSCSI (port 3260 by default), one
+    /// session per core, libiscsi's URL form. CHAP (MD5) credentials come from the URL or from
+    /// BASALT_ISCSI_CHAP_USER and BASALT_ISCSI_CHAP_SECRET; BASALT_ISCSI_INITIATOR sets the
+    /// initiator name (default iqn.2026-11.org.basalt:bench).
     #[arg(long, short, value_name = "TARGET")]
     target: TargetSpec,
 

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use basalt_bdev::{IoError, IoVecs};
+use basalt_bdev::IoVecs;
 use basalt_engine::{BufPoolConfig, Engine, EngineConfig, ReactorConfig, current};
 use hdrhistogram::Histogram;
 
 use crate::cpu::CpuTime;
 use crate::job::{Job, Pattern, Region};
 use crate::report::{ErrorSample, OpStats, Report, VerifyReport};
-use crate::target::{Queue, Target};
+use crate::target::{Queue, QueueError, Target};
 use crate::verify::{self, Header, Mismatch};
 
 /// Why a run could not start.
@@ -24,8 +24,10 @@ pub enum RunError {
     Job(String),
     /// cannot start the engine
     Engine(#[from] basalt_engine::EngineError),
-    /// the target refused a queue
-    Queue(#[from] basalt_bdev::BdevError),
+    /// the target refused a queue: {0}
+    Queue(String),
+    /// {0}
+    Connect(String),
 }
 
 /// Latency histograms in nanoseconds, 1 ns to 1 hour at 3 significant digits.
@@ -341,7 +343,7 @@ async fn worker(core: Rc<Core>, id: u64) {
     }
 }
 
-fn describe(write: bool, e: &IoError) -> String {
+fn describe(write: bool, e: &QueueError) -> String {
     format!("{}: {e}", if write { "write" } else { "read" })
 }
 
@@ -354,7 +356,7 @@ async fn core_main(
     core_index: u64,
     start_at: Instant,
 ) -> Result<CoreResult, RunError> {
-    let queue = target.queue()?;
+    let queue = target.queue(job.qd).await.map_err(RunError::Queue)?;
     let units = region.units as usize;
     let (gens, busy) = if job.verify {
         (vec![0; units], vec![false; units])
@@ -381,6 +383,7 @@ async fn core_main(
         let _ = w.await;
     }
     let elapsed = t0.elapsed();
+    core.queue.close().await;
     let core = Rc::try_unwrap(core).unwrap_or_else(|_| unreachable!("all workers have finished"));
     Ok(CoreResult {
         read: core.read.into_inner(),
@@ -404,7 +407,7 @@ async fn core_verify(
     run_id: u64,
     gens: Vec<u32>,
 ) -> Result<(u64, u64, Vec<ErrorSample>), RunError> {
-    let queue = target.queue()?;
+    let queue = target.queue(job.qd).await.map_err(RunError::Queue)?;
     let todo: Vec<u64> = gens
         .iter()
         .enumerate()
@@ -443,6 +446,7 @@ async fn core_verify(
     for w in workers {
         let _ = w.await;
     }
+    core.queue.close().await;
     let mut samples = core.mismatch_samples.borrow().clone();
     samples.extend(core.error_samples.borrow().iter().cloned());
     Ok((
@@ -487,12 +491,43 @@ fn run_id() -> u64 {
 /// A job that does not fit the target, or an engine or target that fails to start. I/O errors
 /// and verify mismatches are results, reported in the [`Report`].
 pub fn run(job: &Job, target: &Target) -> Result<Report, RunError> {
-    let regions = job
-        .plan(target.capacity(), target.block_size())
+    let remote = target.capacity() == 0;
+    // A remote target's size is known once connected; check the rest of the job first.
+    let early = job
+        .plan(
+            if remote { 1 << 62 } else { target.capacity() },
+            target.block_size(),
+        )
         .map_err(RunError::Job)?;
     let engine = engine_for(job)?;
+    let (target, attachment) = target.attach(&engine).map_err(RunError::Connect)?;
+    let target = &target;
+    let checked = if remote {
+        job.plan(target.capacity(), target.block_size())
+    } else {
+        Ok(early)
+    }
+    .and_then(|r| match target.max_io() {
+        Some(max) if job.bs > max => Err(format!(
+            "--bs {} exceeds the largest transfer the target takes ({max} bytes)",
+            job.bs
+        )),
+        _ if job.verify && target.drops_read_data() => {
+            Err("nocopy drops the data read; it cannot be combined with --verify".into())
+        }
+        _ => Ok(r),
+    });
+    let regions = match checked {
+        Ok(r) => r,
+        Err(e) => {
+            attachment.close();
+            engine.shutdown();
+            return Err(RunError::Job(e));
+        }
+    };
     let run_id = run_id();
-    let start_at = Instant::now() + Duration::from_millis(50);
+    // Remote targets: every core connects its queue before the start.
+    let start_at = Instant::now() + Duration::from_millis(if remote { 500 } else { 50 });
     let mut pending = Vec::new();
     for (i, (r, &region)) in engine.reactors().iter().zip(&regions).enumerate() {
         let (job, target) = (job.clone(), target.clone());
@@ -554,6 +589,7 @@ pub fn run(job: &Job, target: &Target) -> Result<Report, RunError> {
     } else {
         None
     };
+    attachment.close();
     engine.shutdown();
     let mut report = summarise(job, target, &results, cpu, verify);
     report.snapshots = snapshots;
