@@ -22,9 +22,11 @@ use basalt_datapath::DatapathConfig;
 pub mod iscsi;
 pub mod lvstore;
 pub mod nvmf;
+pub mod ring;
 pub use iscsi::{iscsi_conn, iscsi_pdu, iscsi_text, scsi_cdb};
 pub use lvstore::lvol_store;
 pub use nvmf::{nvmf_cmd, nvmf_conn, nvmf_pdu};
+pub use ring::ring_msg;
 
 /// The body of a fuzz target.
 pub type Body = fn(&[u8]);
@@ -44,6 +46,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("nvmf_pdu", nvmf_pdu),
     ("nvmf_cmd", nvmf_cmd),
     ("nvmf_conn", nvmf_conn),
+    ("ring_msg", ring_msg),
 ];
 
 /// Little-endian field reader over the fuzz input; reads past the end as zeros.
@@ -338,6 +341,20 @@ pub fn cli_values(data: &[u8]) {
                     assert_eq!(*block_size, 512);
                     let again = format!("{scheme}:{size}").parse::<TargetSpec>();
                     assert_eq!(again.as_ref(), Ok(&spec));
+                }
+                TargetSpec::Nvmf(_) => {
+                    assert_eq!(scheme, "nvmf");
+                    // The printed form names the same connection.
+                    let again = shown.parse::<TargetSpec>();
+                    assert_eq!(again.as_ref(), Ok(&spec), "{s:?} prints as {shown:?}");
+                }
+                TargetSpec::Iscsi(iscsi) => {
+                    assert_eq!(scheme, "iscsi");
+                    // A CHAP secret is never printed: the URL shows `***` in its place.
+                    if let Some(c) = &iscsi.chap {
+                        let masked = format!("iscsi://{}%***@", c.user);
+                        assert!(shown.starts_with(&masked), "{shown:?}");
+                    }
                 }
                 TargetSpec::Lvol(lvol) => {
                     assert_eq!(scheme, "lvol");

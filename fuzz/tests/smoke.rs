@@ -930,3 +930,45 @@ fn nvmf_conn_seed_delivers_commands() {
     let n = basalt_fuzz::nvmf::run_nvmf_conn(&data);
     assert!(n >= 4, "the session seed's commands reach the controller layer: {n}");
 }
+
+/// Writes the `ring_msg` seeds: `cargo test --release -- --ignored write_ring_msg_seeds`.
+#[test]
+#[ignore = "writes into seeds/; run by hand after changing the ring's message or region format"]
+fn write_ring_msg_seeds() {
+    let dir = seed_dir("ring_msg");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for (name, data) in basalt_fuzz::ring::ring_msg_seeds() {
+        std::fs::write(dir.join(name), data).expect("write seed");
+    }
+}
+
+/// The `ring_msg` seeds are what their names say: frames decode, region images read by the
+/// datapath open (but the `bad-` one), so mutations start past validation.
+#[test]
+fn ring_msg_seeds_get_past_validation() {
+    use basalt_ring::{Region, decode};
+    for file in files_in(&seed_dir("ring_msg")) {
+        let data = std::fs::read(&file).expect("readable seed");
+        let name = file
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        let (mode, rest) = data.split_first().expect("not empty");
+        match mode {
+            0 => assert!(decode(rest).is_ok(), "{name}"),
+            2 => {
+                let region = Region::create(
+                    &basalt_fuzz::ring::ring_geometry(),
+                    basalt_fuzz::ring::RING_EPOCH,
+                )
+                .expect("create");
+                basalt_fuzz::ring::overwrite(&region, rest);
+                let fd = region.fd().try_clone_to_owned().expect("dup");
+                let opened = Region::open(fd);
+                assert_eq!(opened.is_ok(), !name.contains("bad-"), "{name}: {opened:?}");
+            }
+            _ => {}
+        }
+    }
+}
