@@ -469,12 +469,12 @@ fn default_control_toml(dir: &Path) -> String {
          [[node]]\n\
          host = {host}\n\
          lvs = \"pool\"\n\
-         admin_socket = {sock}\n\
+         ring_socket = {sock}\n\
          iscsi_portal = \"127.0.0.1:3260\"\n\
          nvmf_portal = \"127.0.0.1:4420\"\n",
         db = s("basalt.db"),
         host = toml::Value::String(host_name()),
-        sock = s("datapath.sock"),
+        sock = s("ring.sock"),
     )
 }
 
@@ -889,9 +889,14 @@ fn default_datapath_toml(pool: &Path) -> String {
          listen = [\"127.0.0.1:4420\"]\n\
          \n\
          [admin]\n\
-         socket = {socket}\n",
+         socket = {socket}\n\
+         \n\
+         # The control plane's shared-memory rings (basalt up's control plane pairs here).\n\
+         [ring]\n\
+         socket = {ring}\n",
         path = toml::Value::String(pool.display().to_string()),
-        socket = toml::Value::String(pool.with_file_name("datapath.sock").display().to_string())
+        socket = toml::Value::String(pool.with_file_name("datapath.sock").display().to_string()),
+        ring = toml::Value::String(pool.with_file_name("ring.sock").display().to_string())
     )
 }
 
@@ -924,6 +929,13 @@ fn up(args: &UpArgs) -> Result<()> {
     }
     let mut cfg = DatapathConfig::load(&conf)?;
     args.engine.apply(&mut cfg);
+    // up's control plane talks to its datapath over the rings, also with a datapath.toml
+    // written before they existed.
+    if cfg.ring.is_none() {
+        cfg.ring = Some(basalt_datapath::config::RingConfig {
+            socket: dir.join("ring.sock"),
+        });
+    }
     let control_conf = dir.join("control.toml");
     if !control_conf.exists() {
         std::fs::write(&control_conf, default_control_toml(&dir))

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use basalt_db::{ListQuery, MetadataStore, NewSnapshot, NewVolume, SqliteStore, new_uuid};
-use basalt_manager::{AdminSocket, Control, Datapath, NodeConfig, VolumeManager};
+use basalt_manager::{AdminSocket, Control, Datapath, NodeConfig, RingDatapath, VolumeManager};
 use basalt_scheduler::SchedulerConfig;
 use basalt_tests::iscsi::Initiator;
 use basalt_tests::{Daemon, bin};
@@ -64,6 +64,9 @@ listen = ["127.0.0.1:{port}"]
 
 [admin]
 socket = "{d}/datapath.sock"
+
+[ring]
+socket = "{d}/ring.sock"
 "#,
             d = dir.display()
         );
@@ -83,7 +86,7 @@ socket = "{d}/datapath.sock"
         cmd.args(["datapath", "--config"])
             .arg(self.dir.join("datapath.toml"));
         let mut d = Daemon::spawn(cmd);
-        d.wait_for("admin socket listening", Duration::from_secs(60));
+        d.wait_for("ring socket listening", Duration::from_secs(60));
         self.daemon = Some(d);
     }
 
@@ -114,8 +117,17 @@ socket = "{d}/datapath.sock"
         }
     }
 
+    /// The node's volume manager, over the rings (the admin socket is the tests' own view).
     fn manager(&self, db: &Arc<dyn MetadataStore>) -> VolumeManager {
-        VolumeManager::new(self.config(), db.clone(), Arc::new(self.dp()))
+        VolumeManager::new(
+            self.config(),
+            db.clone(),
+            Arc::new(RingDatapath::new(&self.ring(), Duration::from_secs(30))),
+        )
+    }
+
+    fn ring(&self) -> PathBuf {
+        self.dir.join("ring.sock")
     }
 
     /// The datapath's volume and snapshot names with their sizes.
@@ -454,7 +466,9 @@ fn a_killed_datapath_gets_its_exports_back_and_interrupted_operations_finish() {
     let r = i.read16(0, 8, 64).expect("read");
     assert_eq!(r.data, data);
     i.logout().expect("logout");
-    // Reconciling again changes nothing; a stray Basalt target is removed.
+    // Reconciling again changes nothing; a stray Basalt target is removed. (The datapath
+    // serves one control plane's rings at a time: c2 leaves first.)
+    drop(c2);
     let m = node.manager(&db);
     assert_eq!(m.reconcile_exports().expect("reconcile"), (0, 0));
     node.dp()
@@ -494,7 +508,7 @@ fn control_child() {
     c.add_node(VolumeManager::new(
         node,
         db.clone(),
-        Arc::new(AdminSocket::new(Path::new(&sock), Duration::from_secs(30))),
+        Arc::new(RingDatapath::new(Path::new(&sock), Duration::from_secs(30))),
     ));
     let now = Instant::now();
     c.refresh(now);
@@ -512,7 +526,7 @@ fn control_child() {
             })
             .expect("snapshot");
         c.extend_volume(&v.id, 2, now).expect("extend");
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             c.delete_snapshot(&s.id).expect("delete snapshot");
             c.delete_volume(&v.id).expect("delete");
         }
@@ -536,7 +550,7 @@ fn a_control_plane_killed_mid_operation_recovers() {
                 "--test-threads=1",
             ])
             .env("BASALT_CONTROL_CHILD", tmp.path())
-            .env("BASALT_CONTROL_SOCKET", node.socket())
+            .env("BASALT_CONTROL_SOCKET", node.ring())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -601,4 +615,56 @@ fn a_control_plane_killed_mid_operation_recovers() {
         assert!(!vols.is_empty());
     }
     eprintln!("{recovered} interrupted operation(s) recovered over 4 kills");
+}
+
+#[test]
+fn ring_requests_fail_fast_when_the_datapath_dies_and_resume_after_restart() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut node = Node::new(tmp.path(), "node1", 2 << 30);
+    let ring = RingDatapath::new(&node.ring(), Duration::from_secs(10));
+    assert_eq!(ring.call(&json!({"op": "ping"})).expect("ping")["ok"], true);
+    assert_eq!(ring.stats().epoch, 1);
+    // Requests that do not fit one frame come back through a data slot.
+    for i in 0..60 {
+        ring.call(&json!({"op": "volume_create", "lvs": "pool", "name": format!("a-rather-long-volume-name-for-listing-{i:04}"), "size": 1 << 20}))
+            .expect("create");
+    }
+    let list = ring
+        .call(&json!({"op": "volume_list", "lvs": "pool"}))
+        .expect("list");
+    assert_eq!(list["volumes"].as_array().expect("volumes").len(), 60);
+    assert!(
+        list.to_string().len() > 4096,
+        "the listing must need the slot"
+    );
+    // Refusals keep their code.
+    let e = ring
+        .call(&json!({"op": "volume_delete", "lvs": "pool", "name": "nope"}))
+        .expect_err("no such volume");
+    assert!(e.is_not_found(), "{e}");
+    let e = ring
+        .call(&json!({"op": "no_such_op"}))
+        .expect_err("bad request");
+    assert!(e.to_string().contains("bad_request"), "{e}");
+
+    // Kill the datapath: the next request fails within a bounded time, not at the deadline.
+    node.kill9();
+    let t = Instant::now();
+    let e = ring
+        .call(&json!({"op": "ping"}))
+        .expect_err("datapath gone");
+    assert!(matches!(e, basalt_manager::DpError::Unreachable(_)), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    // Restarted: a new pairing with the next epoch, and the volumes are still there.
+    node.start();
+    assert_eq!(ring.call(&json!({"op": "ping"})).expect("ping")["ok"], true);
+    assert!(ring.stats().epoch >= 2);
+    let list = ring
+        .call(&json!({"op": "volume_list", "lvs": "pool"}))
+        .expect("list");
+    assert_eq!(list["volumes"].as_array().expect("volumes").len(), 60);
 }

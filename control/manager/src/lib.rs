@@ -22,6 +22,7 @@
 
 pub mod datapath;
 pub mod node;
+pub mod ring;
 pub mod service;
 
 use std::collections::BTreeMap;
@@ -36,6 +37,7 @@ use basalt_scheduler::{PoolId, Request, ScheduleError, Scheduler, SchedulerConfi
 
 pub use datapath::{AdminSocket, Datapath, DpError};
 pub use node::{NodeConfig, VolumeManager};
+pub use ring::RingDatapath;
 pub use service::{ControlConfig, ControlService};
 
 /// Why a control-plane operation failed.

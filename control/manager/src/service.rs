@@ -13,7 +13,8 @@ use basalt_db::{MetadataStore, SqliteStore, Timestamp};
 use basalt_scheduler::SchedulerConfig;
 use serde::Deserialize;
 
-use crate::datapath::AdminSocket;
+use crate::datapath::{AdminSocket, Datapath};
+use crate::ring::RingDatapath;
 use crate::{Control, ManagerError, NodeConfig, VolumeManager};
 
 /// The control plane's configuration file (`control.toml`).
@@ -78,8 +79,13 @@ pub struct NodeSection {
     /// The volume store that is the node's pool.
     #[serde(default = "default_lvs")]
     pub lvs: String,
-    /// The node's admin socket.
-    pub admin_socket: PathBuf,
+    /// The node's ring socket (`[ring] socket` of its datapath): requests go over the
+    /// shared-memory rings.
+    #[serde(default)]
+    pub ring_socket: Option<PathBuf>,
+    /// The node's admin socket, used when no ring socket is given.
+    #[serde(default)]
+    pub admin_socket: Option<PathBuf>,
     /// iSCSI portal (`host:port`) initiators are told, if the node serves iSCSI.
     #[serde(default)]
     pub iscsi_portal: Option<String>,
@@ -104,6 +110,12 @@ impl ControlConfig {
             toml::from_str(text).map_err(|e| ManagerError::Invalid(e.to_string()))?;
         let mut hosts = BTreeSet::new();
         for n in &cfg.nodes {
+            if n.ring_socket.is_some() == n.admin_socket.is_some() {
+                return Err(ManagerError::Invalid(format!(
+                    "node {}: give exactly one of ring_socket and admin_socket",
+                    n.host
+                )));
+            }
             if !hosts.insert(n.host.clone()) {
                 return Err(ManagerError::Invalid(format!(
                     "node {} is listed twice",
@@ -173,6 +185,11 @@ impl ControlService {
             },
         ));
         for n in &cfg.nodes {
+            let dp: Arc<dyn Datapath> = match (&n.ring_socket, &n.admin_socket) {
+                (Some(r), _) => Arc::new(RingDatapath::new(r, Duration::from_secs(30))),
+                (None, Some(a)) => Arc::new(AdminSocket::new(a, Duration::from_secs(30))),
+                (None, None) => unreachable!("checked when parsed"),
+            };
             control.add_node(VolumeManager::new(
                 NodeConfig {
                     host: n.host.clone(),
@@ -185,7 +202,7 @@ impl ControlService {
                     nvmf_portal: n.nvmf_portal.clone(),
                 },
                 db.clone(),
-                Arc::new(AdminSocket::new(&n.admin_socket, Duration::from_secs(30))),
+                dp,
             ));
         }
         tracing::info!(
@@ -290,7 +307,7 @@ mod tests {
 database = "/tmp/x.db"
 [[node]]
 host = "n1"
-admin_socket = "/tmp/n1.sock"
+ring_socket = "/tmp/n1.ring"
 iscsi_portal = "127.0.0.1:3260"
 "#,
         )
@@ -312,6 +329,7 @@ iscsi_portal = "127.0.0.1:3260"
             "[[node]]\nhost = \"a\"\nadmin_socket = \"s\"\nreserved_percentage = 100\n",
             "[control]\nstats_interval_secs = 0\n",
             "[[node]]\nhost = \"a\"\n",
+            "[[node]]\nhost = \"a\"\nadmin_socket = \"s\"\nring_socket = \"r\"\n",
         ] {
             assert!(ControlConfig::parse(bad).is_err(), "{bad}");
         }

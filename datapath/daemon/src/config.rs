@@ -52,6 +52,18 @@ pub struct DatapathConfig {
     /// The local admin socket (off when absent).
     #[serde(default)]
     pub admin: Option<AdminConfig>,
+    /// The control plane's shared-memory rings (off when absent).
+    #[serde(default)]
+    pub ring: Option<RingConfig>,
+}
+
+/// `[ring]`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RingConfig {
+    /// Unix socket the control plane connects to and hands the shared-memory region over
+    /// (`SOCK_SEQPACKET`; see `docs/ring.md`).
+    pub socket: std::path::PathBuf,
 }
 
 /// `[nvmf]`.

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod config;
 pub mod exports;
+pub mod ring;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -100,6 +101,7 @@ pub struct Datapath {
     bdevs: BdevSet,
     exports: Arc<Exports>,
     admin: Option<admin::AdminSocket>,
+    ring: Option<ring::RingServer>,
 }
 
 impl Datapath {
@@ -200,11 +202,16 @@ impl Datapath {
             Some(a) => Some(admin::start(&a.socket, exports.clone())?),
             None => None,
         };
+        let ring = match &cfg.ring {
+            Some(r) => Some(ring::start(&r.socket, exports.clone())?),
+            None => None,
+        };
         Ok(Datapath {
             engine,
             bdevs,
             exports,
             admin,
+            ring,
         })
     }
 
@@ -226,6 +233,7 @@ impl Datapath {
     /// Stops every reactor (cancelling tasks and draining in-flight I/O), then closes the block
     /// devices. Logs each reactor's counters.
     pub fn shutdown(self) {
+        drop(self.ring);
         drop(self.admin);
         if let Some(iscsi) = self.exports.iscsi() {
             // Ask initiators to log out, and give them a moment to do so cleanly.

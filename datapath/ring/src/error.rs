@@ -180,6 +180,13 @@ pub enum FieldError {
         /// Bytes not read.
         left: usize,
     },
+    /// unknown {what} {tag}
+    UnknownTag {
+        /// What the tag selects.
+        what: &'static str,
+        /// The tag found.
+        tag: u8,
+    },
 }
 
 /// A data slot access or release was refused.

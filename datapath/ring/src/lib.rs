@@ -106,6 +106,7 @@ pub mod bootstrap;
 mod channel;
 mod error;
 pub mod msg;
+pub mod ops;
 pub mod pending;
 pub mod region;
 mod shm;

@@ -1,0 +1,240 @@
+//! [`RingDatapath`]: a datapath node reached over the shared-memory rings.
+//!
+//! The first request connects to the node's ring socket and pairs with it (a fresh region and
+//! the next epoch). Each request lends one data slot for a large answer, and waits for the
+//! answer with its request id. When the datapath dies while a request is in flight, the
+//! request fails over to a new pairing, if the datapath is back, and is sent again with the
+//! same request id: the datapath's operations are idempotent, so doing it twice is harmless.
+//! Past the deadline, or when no datapath answers the socket, the call fails as unreachable.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use basalt_ring::msg::{KIND_REJECT, Reject};
+use basalt_ring::ops::{self, Answer, KIND_OP};
+use basalt_ring::{
+    Endpoint, Epoch, Geometry, RequestIds, SlotPool, SlotSpan, WaitError, bootstrap,
+};
+
+use crate::datapath::{Datapath, DpError, parse_answer};
+
+/// A node's datapath over the rings.
+#[derive(Debug)]
+pub struct RingDatapath {
+    socket: PathBuf,
+    timeout: Duration,
+    geometry: Geometry,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    pairing: Option<Pairing>,
+    next_epoch: Epoch,
+    ids: RequestIds,
+}
+
+#[derive(Debug)]
+struct Pairing {
+    ep: Endpoint,
+    slots: SlotPool,
+}
+
+/// Counters of a ring client, for tests and operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RingClientStats {
+    /// The epoch of the current pairing (0: not paired).
+    pub epoch: u64,
+}
+
+impl RingDatapath {
+    /// A client of the ring socket at `socket`; each request gives up after `timeout`.
+    pub fn new(socket: &Path, timeout: Duration) -> RingDatapath {
+        // Small rings: control requests are few and serial; the slots carry large answers.
+        let mut geometry = Geometry::default();
+        geometry.commands.frames = 16;
+        geometry.completions.frames = 16;
+        geometry.events.frames = 16;
+        geometry.slot_count = 4;
+        RingDatapath {
+            socket: socket.to_owned(),
+            timeout,
+            geometry,
+            state: Mutex::new(State {
+                pairing: None,
+                next_epoch: Epoch::FIRST,
+                ids: RequestIds::new(),
+            }),
+        }
+    }
+
+    /// The current pairing's epoch (0 when not paired).
+    pub fn stats(&self) -> RingClientStats {
+        let st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        RingClientStats {
+            epoch: st.pairing.as_ref().map_or(0, |p| p.ep.epoch().0),
+        }
+    }
+
+    fn pair(&self, st: &mut State) -> Result<(), DpError> {
+        if st.pairing.is_some() {
+            return Ok(());
+        }
+        let unreachable = |e: &dyn std::fmt::Display| {
+            DpError::Unreachable(format!("{}: {e}", self.socket.display()))
+        };
+        let sock = bootstrap::connect(&self.socket).map_err(|e| unreachable(&e))?;
+        let epoch = st.next_epoch;
+        st.next_epoch = epoch.next();
+        let ep = Endpoint::create(sock, &self.geometry, epoch, Duration::from_secs(5))
+            .map_err(|e| unreachable(&e))?;
+        tracing::info!(socket = %self.socket.display(), %epoch, datapath_pid = ep.peer_pid(), "paired with the datapath's rings");
+        let slots = SlotPool::new(ep.slots().count());
+        st.pairing = Some(Pairing { ep, slots });
+        Ok(())
+    }
+
+    /// One attempt on the current pairing: `Ok(None)` when the peer went away (pair again).
+    fn attempt(
+        &self,
+        p: &mut Pairing,
+        id: u64,
+        json: &[u8],
+        deadline: Instant,
+    ) -> Result<Option<serde_json::Value>, DpError> {
+        let slot = p
+            .slots
+            .alloc()
+            .ok_or_else(|| DpError::Unreachable("no free data slot".into()))?;
+        let span = SlotSpan::new(slot, p.ep.slots().slot_size());
+        let r = self.exchange(p, span, id, json, deadline);
+        // The datapath is done with the slot once it answered, or gone.
+        let _ = p.slots.release(slot);
+        r
+    }
+
+    fn exchange(
+        &self,
+        p: &mut Pairing,
+        span: SlotSpan,
+        id: u64,
+        json: &[u8],
+        deadline: Instant,
+    ) -> Result<Option<serde_json::Value>, DpError> {
+        let mut buf = Vec::with_capacity(json.len() + 32);
+        ops::encode_request(&mut buf, span, json);
+        if buf.len() > p.ep.max_payload() {
+            return Err(DpError::BadAnswer(format!(
+                "request of {} bytes exceeds the ring's {} byte messages",
+                buf.len(),
+                p.ep.max_payload()
+            )));
+        }
+        match p.ep.send(KIND_OP, id, &buf) {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "ring send failed; pairing again");
+                return Ok(None);
+            }
+        }
+        loop {
+            // Drain whatever arrived; answers to requests of an abandoned attempt are dropped.
+            loop {
+                let r = match p.ep.try_recv() {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "bad message from the datapath");
+                        continue;
+                    }
+                };
+                let h = r.frame.header;
+                if h.request_id != id {
+                    continue;
+                }
+                if h.kind == KIND_REJECT {
+                    let why = Reject::decode(r.frame.payload)
+                        .map(|j| format!("{:?} ({})", j.code, j.detail))
+                        .unwrap_or_else(|e| e.to_string());
+                    return Err(DpError::BadAnswer(format!(
+                        "the datapath rejected the request: {why}"
+                    )));
+                }
+                let json = match ops::decode_answer(r.frame.payload) {
+                    Ok(Answer::Inline(j)) => j.to_vec(),
+                    Ok(Answer::InSlot(n)) => {
+                        let mut v = vec![0u8; n as usize];
+                        p.ep.slots()
+                            .read(SlotSpan { len: n, ..span }, &mut v)
+                            .map_err(|e| DpError::BadAnswer(e.to_string()))?;
+                        v
+                    }
+                    Err(e) => return Err(DpError::BadAnswer(e.to_string())),
+                };
+                return parse_answer(&json).map(Some);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(DpError::Unreachable(format!(
+                    "{}: no answer within {:?}",
+                    self.socket.display(),
+                    self.timeout
+                )));
+            }
+            match p.ep.wait(Some(left.min(Duration::from_millis(200)))) {
+                Ok(_) => {}
+                Err(WaitError::PeerGone) => return Ok(None),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ring wait failed; pairing again");
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+impl Datapath for RingDatapath {
+    fn call(&self, request: &serde_json::Value) -> Result<serde_json::Value, DpError> {
+        let json = request.to_string();
+        let deadline = Instant::now() + self.timeout;
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id = st.ids.next_id();
+        // Two pairings at most: the current one, and one more if the datapath went away with
+        // the request in flight and is already back (then the request is sent again, with the
+        // same id). Otherwise the caller hears of it at once, not after the deadline.
+        for _ in 0..2 {
+            self.pair(&mut st)?;
+            let Some(p) = st.pairing.as_mut() else {
+                break;
+            };
+            match self.attempt(p, id, json.as_bytes(), deadline) {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {
+                    tracing::warn!(
+                        request = id,
+                        "the datapath went away with a request in flight"
+                    );
+                    st.pairing = None;
+                }
+                Err(e) => {
+                    if matches!(e, DpError::Unreachable(_)) {
+                        // A hung peer: start afresh next time.
+                        st.pairing = None;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Err(DpError::Unreachable(format!(
+            "{}: the datapath went away with the request in flight",
+            self.socket.display()
+        )))
+    }
+}
