@@ -647,6 +647,47 @@ fn ring_requests_fail_fast_when_the_datapath_dies_and_resume_after_restart() {
         .expect_err("bad request");
     assert!(e.to_string().contains("bad_request"), "{e}");
 
+    // Volume data comes through the data slot: write a pattern over iSCSI, read it back.
+    ring.call(&json!({"op": "volume_create", "lvs": "pool", "name": "data", "size": 8 << 20}))
+        .expect("create");
+    node.dp()
+        .call(
+            &json!({"op": "iscsi_target_add", "name": "iqn.2026-11.org.basalt:data",
+            "lun": [{"lun": 0, "volume": "pool/data"}]}),
+        )
+        .expect("export");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], node.port));
+    let mut i = match Initiator::login(addr, INITIATOR, "iqn.2026-11.org.basalt:data", None, 1) {
+        Ok(i) => i,
+        Err(e) => panic!("login: {e:?}"),
+    };
+    i.clear_unit_attentions(0).expect("TUR");
+    let want = pattern(9, 256 * 1024);
+    assert_eq!(i.write16(0, 2048, &want).expect("write").status, 0);
+    // SYNCHRONIZE CACHE(10): durable before the crash below (a volume is a disk with a
+    // volatile write cache).
+    let sync = [0x35u8, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    assert_eq!(i.command(0, &sync, 0, &[]).expect("sync").status, 0);
+    i.logout().expect("logout");
+    let mut got = Vec::new();
+    ring.read_volume("pool", "data", 2048 * 512, 256 * 1024, &mut got)
+        .expect("read");
+    assert!(got == want, "read back other bytes than written");
+    assert!(
+        ring.read_volume("pool", "data", 1, 512, &mut got).is_err(),
+        "misaligned"
+    );
+    assert!(
+        ring.read_volume("pool", "data", 8 << 20, 4096, &mut got)
+            .is_err(),
+        "past the end"
+    );
+    assert!(
+        ring.read_volume("pool", "data", 0, ring.slot_size() + 4096, &mut got)
+            .is_err(),
+        "larger than the slot"
+    );
+
     // Kill the datapath: the next request fails within a bounded time, not at the deadline.
     node.kill9();
     let t = Instant::now();
@@ -666,5 +707,9 @@ fn ring_requests_fail_fast_when_the_datapath_dies_and_resume_after_restart() {
     let list = ring
         .call(&json!({"op": "volume_list", "lvs": "pool"}))
         .expect("list");
-    assert_eq!(list["volumes"].as_array().expect("volumes").len(), 60);
+    assert_eq!(list["volumes"].as_array().expect("volumes").len(), 61);
+    // And the data.
+    ring.read_volume("pool", "data", 2048 * 512, 256 * 1024, &mut got)
+        .expect("read");
+    assert!(got == want, "the synced data did not survive the restart");
 }

@@ -105,13 +105,14 @@ impl RingDatapath {
         id: u64,
         json: &[u8],
         deadline: Instant,
+        sink: &mut Option<&mut Vec<u8>>,
     ) -> Result<Option<serde_json::Value>, DpError> {
         let slot = p
             .slots
             .alloc()
             .ok_or_else(|| DpError::Unreachable("no free data slot".into()))?;
         let span = SlotSpan::new(slot, p.ep.slots().slot_size());
-        let r = self.exchange(p, span, id, json, deadline);
+        let r = self.exchange(p, span, id, json, deadline, sink);
         // The datapath is done with the slot once it answered, or gone.
         let _ = p.slots.release(slot);
         r
@@ -124,6 +125,7 @@ impl RingDatapath {
         id: u64,
         json: &[u8],
         deadline: Instant,
+        sink: &mut Option<&mut Vec<u8>>,
     ) -> Result<Option<serde_json::Value>, DpError> {
         let mut buf = Vec::with_capacity(json.len() + 32);
         ops::encode_request(&mut buf, span, json);
@@ -175,7 +177,21 @@ impl RingDatapath {
                     }
                     Err(e) => return Err(DpError::BadAnswer(e.to_string())),
                 };
-                return parse_answer(&json).map(Some);
+                let v = parse_answer(&json)?;
+                // Data the datapath left in the slot (volume_read).
+                if let Some(out) = sink.as_mut() {
+                    let n = v["len"]
+                        .as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| {
+                            DpError::BadAnswer("a data answer without its length".into())
+                        })?;
+                    out.resize(n as usize, 0);
+                    p.ep.slots()
+                        .read(SlotSpan { len: n, ..span }, out)
+                        .map_err(|e| DpError::BadAnswer(e.to_string()))?;
+                }
+                return Ok(Some(v));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -197,8 +213,34 @@ impl RingDatapath {
     }
 }
 
-impl Datapath for RingDatapath {
-    fn call(&self, request: &serde_json::Value) -> Result<serde_json::Value, DpError> {
+impl RingDatapath {
+    /// Reads `len` bytes of volume `<lvs>/<name>` at `offset` into `out`, through a data slot
+    /// (`len` at most the slot size, 1 MiB by default).
+    ///
+    /// # Errors
+    /// As [`Datapath::call`].
+    pub fn read_volume(
+        &self,
+        lvs: &str,
+        name: &str,
+        offset: u64,
+        len: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DpError> {
+        let req = serde_json::json!({"op": "volume_read", "lvs": lvs, "name": name, "offset": offset, "len": len});
+        self.request(&req, Some(out)).map(|_| ())
+    }
+
+    /// The largest `volume_read`.
+    pub fn slot_size(&self) -> u32 {
+        self.geometry.slot_size
+    }
+
+    fn request(
+        &self,
+        request: &serde_json::Value,
+        mut sink: Option<&mut Vec<u8>>,
+    ) -> Result<serde_json::Value, DpError> {
         let json = request.to_string();
         let deadline = Instant::now() + self.timeout;
         let mut st = self
@@ -214,7 +256,7 @@ impl Datapath for RingDatapath {
             let Some(p) = st.pairing.as_mut() else {
                 break;
             };
-            match self.attempt(p, id, json.as_bytes(), deadline) {
+            match self.attempt(p, id, json.as_bytes(), deadline, &mut sink) {
                 Ok(Some(v)) => return Ok(v),
                 Ok(None) => {
                     tracing::warn!(
@@ -236,5 +278,11 @@ impl Datapath for RingDatapath {
             "{}: the datapath went away with the request in flight",
             self.socket.display()
         )))
+    }
+}
+
+impl Datapath for RingDatapath {
+    fn call(&self, request: &serde_json::Value) -> Result<serde_json::Value, DpError> {
+        self.request(request, None)
     }
 }

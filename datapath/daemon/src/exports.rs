@@ -321,6 +321,76 @@ impl Exports {
         Ok((lvs, v))
     }
 
+    /// Reads `len` bytes of volume (or snapshot) `<store>/<name>` at byte `offset`: several
+    /// block-device reads of the pool's largest buffer in flight on the store's reactor. What
+    /// the control rings' `volume_read` hands out through a data slot (backups, copies).
+    ///
+    /// # Errors
+    /// No such store or volume, a range that is not block-aligned or runs past the end, or an
+    /// I/O error.
+    pub fn read_volume(
+        &self,
+        store: &str,
+        name: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, DatapathError> {
+        let (lvs, v) = self.volume(store, name)?;
+        let what = format!("read of {store}/{name}");
+        let bdev = lvs
+            .open_volume(v.id)
+            .map_err(|source| DatapathError::Store {
+                what: what.clone(),
+                source,
+            })?;
+        let bs = u64::from(basalt_bdev::Bdev::geometry(bdev.as_ref()).block_size);
+        let end = offset.checked_add(len as u64);
+        if !offset.is_multiple_of(bs)
+            || !(len as u64).is_multiple_of(bs)
+            || end.is_none_or(|e| e > v.size_bytes)
+        {
+            return Err(DatapathError::Config(format!(
+                "{what}: {len} bytes at {offset} is not a block-aligned range inside its {} bytes",
+                v.size_bytes
+            )));
+        }
+        self.reactor
+            .block_on(move || async move {
+                let ch = basalt_bdev::Bdev::open(bdev.as_ref())
+                    .map_err(|e| format!("cannot open a channel: {e}"))?;
+                let ch = std::rc::Rc::new(ch);
+                let pool = basalt_engine::current().pool().clone();
+                let chunk = pool.max_size().min(len.max(1));
+                let mut parts = Vec::new();
+                let mut at = 0usize;
+                while at < len {
+                    let n = chunk.min(len - at);
+                    let (ch, pool) = (ch.clone(), pool.clone());
+                    let lba = basalt_bdev::Lba((offset + at as u64) / bs);
+                    parts.push(basalt_engine::spawn(async move {
+                        let buf = pool.alloc(n).map_err(|e| format!("buffer: {e}"))?.await;
+                        let mut v = basalt_bdev::IoVecs::new();
+                        v.push(buf);
+                        let (v, r) = ch.read(lba, v).await;
+                        r.map_err(|e| e.to_string())?;
+                        Ok::<Vec<u8>, String>(v.iter().flat_map(|b| b.iter().copied()).collect())
+                    }));
+                    at += n;
+                }
+                let mut out = Vec::with_capacity(len);
+                for p in parts {
+                    match p.await {
+                        Ok(Ok(b)) => out.extend_from_slice(&b),
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => return Err("the read was cancelled".to_owned()),
+                    }
+                }
+                Ok(out)
+            })
+            .map_err(DatapathError::Engine)?
+            .map_err(|e| DatapathError::Config(format!("{what}: {e}")))
+    }
+
     /// Takes snapshot `snap` of volume `<store>/<name>`, unless a snapshot of that name exists
     /// already (then its id is returned: a re-driven request is harmless).
     ///

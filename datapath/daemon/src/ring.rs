@@ -170,7 +170,11 @@ fn serve(mut ep: Endpoint, ex: &Exports, stop: &AtomicBool) {
                 );
                 continue;
             };
-            let answer = crate::admin::dispatch(json, ex);
+            let answer = match read_request(json) {
+                // Volume data goes into the lent slot, not through JSON.
+                Some(r) => read_into_slot(&ep, ex, &r, span),
+                None => crate::admin::dispatch(json, ex),
+            };
             answer_json.clear();
             answer_json.extend_from_slice(answer.to_string().as_bytes());
             // Inline when it fits the frame; otherwise into the lent slot.
@@ -195,5 +199,49 @@ fn serve(mut ep: Endpoint, ex: &Exports, stop: &AtomicBool) {
                 return;
             }
         }
+    }
+}
+
+/// `{"op":"volume_read","lvs":...,"name":...,"offset":...,"len":...}`: only on the rings,
+/// since the bytes travel in the data slot lent with the request.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadRequest {
+    op: String,
+    lvs: String,
+    name: String,
+    offset: u64,
+    len: u32,
+}
+
+fn read_request(json: &[u8]) -> Option<ReadRequest> {
+    // Cheap test first: most requests are not reads.
+    if !json.windows(11).any(|w| w == b"volume_read") {
+        return None;
+    }
+    serde_json::from_slice::<ReadRequest>(json)
+        .ok()
+        .filter(|r| r.op == "volume_read")
+}
+
+fn read_into_slot(
+    ep: &Endpoint,
+    ex: &Exports,
+    r: &ReadRequest,
+    span: basalt_ring::SlotSpan,
+) -> serde_json::Value {
+    if r.len > span.len {
+        return serde_json::json!({"ok": false, "code": "invalid",
+            "error": format!("read of {} bytes does not fit the {}-byte slot lent with it", r.len, span.len)});
+    }
+    match ex.read_volume(&r.lvs, &r.name, r.offset, r.len as usize) {
+        Ok(data) => match ep
+            .slots()
+            .write(basalt_ring::SlotSpan { len: r.len, ..span }, &data)
+        {
+            Ok(()) => serde_json::json!({"ok": true, "len": r.len}),
+            Err(e) => serde_json::json!({"ok": false, "code": "invalid", "error": e.to_string()}),
+        },
+        Err(e) => serde_json::json!({"ok": false, "code": e.code(), "error": e.to_string()}),
     }
 }
