@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use basalt_bdev::{Bdev, BdevSet};
+use basalt_bdev::{Bdev, BdevSet, IoVecs};
 use basalt_engine::ReactorHandle;
 use basalt_iscsi::server::IscsiTarget;
 use basalt_iscsi::{Access, ChapCredentials, TargetNode};
@@ -369,18 +369,22 @@ impl Exports {
                     let lba = basalt_bdev::Lba((offset + at as u64) / bs);
                     parts.push(basalt_engine::spawn(async move {
                         let buf = pool.alloc(n).map_err(|e| format!("buffer: {e}"))?.await;
-                        let mut v = basalt_bdev::IoVecs::new();
+                        let mut v = IoVecs::new();
                         v.push(buf);
                         let (v, r) = ch.read(lba, v).await;
                         r.map_err(|e| e.to_string())?;
-                        Ok::<Vec<u8>, String>(v.iter().flat_map(|b| b.iter().copied()).collect())
+                        Ok::<IoVecs, String>(v)
                     }));
                     at += n;
                 }
                 let mut out = Vec::with_capacity(len);
                 for p in parts {
                     match p.await {
-                        Ok(Ok(b)) => out.extend_from_slice(&b),
+                        Ok(Ok(bufs)) => {
+                            for b in bufs.iter() {
+                                out.extend_from_slice(b);
+                            }
+                        }
                         Ok(Err(e)) => return Err(e),
                         Err(_) => return Err("the read was cancelled".to_owned()),
                     }
