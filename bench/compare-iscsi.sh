@@ -8,12 +8,15 @@
 #   with IOPS, p50/p99/p99.9 latency and CPU per I/O of basalt-bench and of the target.
 #
 # Usage: bench/compare-iscsi.sh [--dir DIR] [--runtime SECONDS] [--rounds N] [--cores N]
-#                               [--no-bench]
+#                               [--no-bench] [--cached]
 #   --dir      where the 2 GiB test files go (default ${TMPDIR:-/var/tmp}; O_DIRECT needed)
 #   --runtime  seconds per run (default 10)
 #   --rounds   rounds of the whole matrix (default 2)
 #   --cores    Basalt reactors (default 2; tgtd uses its own threads)
 #   --no-bench skip the basalt-bench write/randrw section
+#   --cached   both targets read through the page cache (Basalt's files with direct = false,
+#              tgtd without --bsoflags direct; the raw file is read once first): takes the
+#              disk, the noisiest part of this machine, out of the comparison of the targets
 # BASALT and BASALT_BENCH name prebuilt binaries (default: cargo build --release here).
 # Needs iscsi-perf (libiscsi-bin) and tgtd (tgt): scripts/install-test-deps.sh installs them.
 set -euo pipefail
@@ -22,6 +25,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 dir=${TMPDIR:-/var/tmp}
 runtime=10
 rounds=2
+cached=0
 cores=2
 with_bench=1
 while [ $# -gt 0 ]; do
@@ -31,7 +35,8 @@ while [ $# -gt 0 ]; do
         --rounds) rounds=$2; shift 2 ;;
         --cores) cores=$2; shift 2 ;;
         --no-bench) with_bench=0; shift ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --cached) cached=1; shift ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare-iscsi: unknown argument $1" >&2; exit 64 ;;
     esac
 done
@@ -83,10 +88,12 @@ pin = false
 module = "uring"
 name = "raw"
 path = "$raw"
+direct = $([ $cached = 1 ] && echo false || echo true)
 [[bdev]]
 module = "uring"
 name = "pool0"
 path = "$pool"
+direct = $([ $cached = 1 ] && echo false || echo true)
 [[lvs]]
 bdev = "pool0"
 name = "pool"
@@ -118,7 +125,12 @@ tpid=$!
 pids+=("$tpid")
 sleep 2
 tgtadm -C "$ctl" --lld iscsi --op new --mode target --tid 1 -T "$iqn:tgtd"
-tgtadm -C "$ctl" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$raw" --bsoflags direct
+if [ $cached = 1 ]; then
+    cat "$raw" >/dev/null  # into the page cache
+    tgtadm -C "$ctl" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$raw"
+else
+    tgtadm -C "$ctl" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$raw" --bsoflags direct
+fi
 tgtadm -C "$ctl" --lld iscsi --op bind --mode target --tid 1 -I ALL
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test Basalt has, as CI does: installs what the tests need, checks formatting and
-# lints, runs the workspace's unit, property and end-to-end tests, and the fuzz targets' stable
-# smoke run. Exits non-zero on the first failure.
+# lints, runs the workspace's unit, property and end-to-end tests, the loom models of the
+# control rings, and the fuzz targets' stable smoke run. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test (workspace)"
 cargo test --workspace --locked
+
+step "loom model checks of the control rings (indices and wake-ups)"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=build/loom \
+    cargo test -p basalt-ring --release --lib --locked loom
 
 if [ -f fuzz/Cargo.toml ]; then
     step "fuzz targets: stable smoke run over seeds and mutations"
