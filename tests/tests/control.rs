@@ -42,6 +42,11 @@ impl Node {
             .expect("pool")
             .set_len(pool_bytes)
             .expect("size");
+        // A blank device for stores made on the running datapath.
+        std::fs::File::create(dir.join("spare.img"))
+            .expect("spare")
+            .set_len(256 << 20)
+            .expect("size");
         let port = free_port();
         let conf = format!(
             r#"[engine]
@@ -52,6 +57,11 @@ pin = false
 module = "uring"
 name = "pool0"
 path = "{d}/pool.img"
+
+[[bdev]]
+module = "uring"
+name = "spare0"
+path = "{d}/spare.img"
 
 [[lvs]]
 bdev = "pool0"
@@ -686,6 +696,29 @@ fn ring_requests_fail_fast_when_the_datapath_dies_and_resume_after_restart() {
         ring.read_volume("pool", "data", 0, ring.slot_size() + 4096, &mut got)
             .is_err(),
         "larger than the slot"
+    );
+
+    // A second store, made on the running datapath; asking again is harmless, a device or a
+    // name in use is refused.
+    let add = json!({"op": "lvs_add", "bdev": "spare0", "name": "second", "create": true});
+    ring.call(&add).expect("lvs_add");
+    ring.call(&add).expect("lvs_add again");
+    assert!(
+        ring.call(&json!({"op": "lvs_add", "bdev": "spare0", "name": "third", "create": true}))
+            .is_err()
+    );
+    assert!(
+        ring.call(&json!({"op": "lvs_add", "bdev": "pool0", "name": "second"}))
+            .is_err()
+    );
+    let stores = ring.call(&json!({"op": "lvs_list"})).expect("lvs_list");
+    let stores = stores["stores"].as_array().expect("stores");
+    assert_eq!(stores.len(), 2);
+    assert!(
+        stores
+            .iter()
+            .any(|s| s["name"] == "second" && s["bdev"] == "spare0"),
+        "{stores:?}"
     );
 
     // Kill the datapath: the next request fails within a bounded time, not at the deadline.

@@ -17,7 +17,8 @@
 //! `[[volume]]` table), `volume_resize` (`lvs`, `name`, `size`), `volume_delete` (`lvs`,
 //! `name`), `volume_list` (`lvs`), `volume_get` (`lvs`, `name`), `snapshot_create` (`lvs`,
 //! `volume`, `name`), `clone_create` (`lvs`, `snapshot`, `name`), `volume_revert` (`lvs`,
-//! `volume`, `snapshot`), `lvs_list` (space and volume counts of every store), `ping`.
+//! `volume`, `snapshot`), `lvs_list` (space and volume counts of every store), `lvs_add` (the
+//! fields of an `[[lvs]]` table: opens or creates a store on a running datapath), `ping`.
 //!
 //! Creates are idempotent (a volume, snapshot or clone that exists already under the name
 //! asked for is answered with its id), so a caller that lost an answer can ask again. A failure
@@ -105,6 +106,7 @@ enum Request {
         snapshot: String,
     },
     LvsList,
+    LvsAdd(crate::config::LvsConfig),
 }
 
 /// A running admin socket; removed from the file system when dropped.
@@ -339,6 +341,10 @@ fn handle(req: Request, ex: &Exports) -> Result<serde_json::Value, DatapathError
             ex.revert_volume(&lvs, &volume, &snapshot)?;
             Ok(ok())
         }
+        Request::LvsAdd(cfg) => {
+            ex.add_store(&cfg)?;
+            Ok(ok())
+        }
         Request::LvsList => {
             let stores: Vec<serde_json::Value> = ex
                 .stores()
@@ -348,6 +354,7 @@ fn handle(req: Request, ex: &Exports) -> Result<serde_json::Value, DatapathError
                     let vols = s.volumes();
                     serde_json::json!({
                         "name": s.name(),
+                        "bdev": ex.store_bdev(s.name()),
                         "cluster_size": sp.cluster_size,
                         "total_bytes": sp.total_clusters * sp.cluster_size,
                         "free_bytes": sp.free_clusters * sp.cluster_size,

@@ -40,6 +40,8 @@ enum Backing {
 pub struct Exports {
     bdevs: BdevSet,
     stores: Mutex<BTreeMap<String, LvStore>>,
+    /// The block device under each store, by store name: one store per device.
+    store_bdevs: Mutex<BTreeMap<String, String>>,
     lus: Mutex<BTreeMap<Backing, Weak<LogicalUnit>>>,
     iscsi: Option<Arc<IscsiTarget>>,
     nvmf: Option<Arc<NvmfTarget>>,
@@ -137,6 +139,7 @@ impl Exports {
         let ex = Exports {
             bdevs,
             stores: Mutex::new(BTreeMap::new()),
+            store_bdevs: Mutex::new(BTreeMap::new()),
             lus: Mutex::new(BTreeMap::new()),
             iscsi,
             nvmf,
@@ -144,11 +147,7 @@ impl Exports {
             reactor,
         };
         for s in stores {
-            let lvs = ex.open_store(s)?;
-            ex.stores
-                .lock()
-                .expect("stores lock")
-                .insert(s.name.clone(), lvs);
+            ex.add_store(s)?;
         }
         for v in volumes {
             ex.ensure_volume(v)?;
@@ -205,6 +204,58 @@ impl Exports {
             "volume store ready"
         );
         Ok(lvs)
+    }
+
+    /// Opens (or, with `create`, makes on a blank device) the store `cfg` on a running
+    /// datapath. Asking again for a store that is open on the same device is answered as done;
+    /// a name or a device already in use by another store is refused.
+    ///
+    /// # Errors
+    /// As above, or the store cannot be opened or made.
+    pub fn add_store(&self, cfg: &LvsConfig) -> Result<(), DatapathError> {
+        {
+            let bdevs = self.store_bdevs.lock().expect("store bdevs lock");
+            if let Some(b) = bdevs.get(&cfg.name) {
+                return if *b == cfg.bdev {
+                    Ok(())
+                } else {
+                    Err(fail(format!(
+                        "lvs {}: a store of that name is open on {b}",
+                        cfg.name
+                    )))
+                };
+            }
+            if let Some((other, _)) = bdevs.iter().find(|(_, b)| **b == cfg.bdev) {
+                return Err(fail(format!(
+                    "lvs {}: block device {} holds store {other} already",
+                    cfg.name, cfg.bdev
+                )));
+            }
+        }
+        let lvs = self.open_store(cfg)?;
+        let mut bdevs = self.store_bdevs.lock().expect("store bdevs lock");
+        // Two callers racing on the same device: the second one's store is dropped unused.
+        if bdevs.values().any(|b| *b == cfg.bdev) || bdevs.contains_key(&cfg.name) {
+            return Err(fail(format!(
+                "lvs {}: block device {} was taken meanwhile",
+                cfg.name, cfg.bdev
+            )));
+        }
+        bdevs.insert(cfg.name.clone(), cfg.bdev.clone());
+        self.stores
+            .lock()
+            .expect("stores lock")
+            .insert(cfg.name.clone(), lvs);
+        Ok(())
+    }
+
+    /// The block device under store `name`.
+    pub fn store_bdev(&self, name: &str) -> Option<String> {
+        self.store_bdevs
+            .lock()
+            .expect("store bdevs lock")
+            .get(name)
+            .cloned()
     }
 
     /// The store called `name`.
