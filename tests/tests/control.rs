@@ -720,6 +720,38 @@ fn ring_requests_fail_fast_when_the_datapath_dies_and_resume_after_restart() {
             .any(|s| s["name"] == "second" && s["bdev"] == "spare0"),
         "{stores:?}"
     );
+    // Filling it raises an event on the events ring; emptying it another.
+    let events_for = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            ring.call(&json!({"op": "ping"})).expect("ping");
+            let evs = ring.take_events();
+            if let Some(e) = evs
+                .iter()
+                .find(|e| e["event"] == want && e["lvs"] == "second")
+            {
+                return e.clone();
+            }
+            assert!(Instant::now() < deadline, "no {want} event");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let free = stores
+        .iter()
+        .find(|s| s["name"] == "second")
+        .expect("second")["free_bytes"]
+        .as_u64()
+        .expect("free");
+    let big = free / (1 << 20) * (1 << 20) - (4 << 20);
+    ring.call(
+        &json!({"op": "volume_create", "lvs": "second", "name": "big", "size": big, "thick": true}),
+    )
+    .expect("thick volume");
+    let e = events_for("store_nearly_full");
+    assert!(e["free_bytes"].as_u64().expect("free") < free / 10, "{e}");
+    ring.call(&json!({"op": "volume_delete", "lvs": "second", "name": "big"}))
+        .expect("delete");
+    events_for("store_space_ok");
 
     // Kill the datapath: the next request fails within a bounded time, not at the deadline.
     node.kill9();

@@ -40,13 +40,15 @@ fn main() {
     while at < size {
         let n = u32::try_from((size - at).min(u64::from(chunk))).expect("chunk fits u32");
         let t = Instant::now();
-        ring.read_volume(lvs, name, at, n, &mut buf).unwrap_or_else(|e| {
-            eprintln!("ring-read: at {at}: {e}");
-            std::process::exit(1);
-        });
+        ring.read_volume(lvs, name, at, n, &mut buf)
+            .unwrap_or_else(|e| {
+                eprintln!("ring-read: at {at}: {e}");
+                std::process::exit(1);
+            });
         lat.push(t.elapsed());
         // Touch what came back, as a consumer would.
-        checksum = checksum.wrapping_add(buf.iter().step_by(4096).map(|b| u64::from(*b)).sum::<u64>());
+        checksum =
+            checksum.wrapping_add(buf.iter().step_by(4096).map(|b| u64::from(*b)).sum::<u64>());
         at += u64::from(n);
     }
     let secs = t0.elapsed().as_secs_f64();

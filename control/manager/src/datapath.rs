@@ -50,6 +50,12 @@ pub trait Datapath: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// The node cannot be reached, or it refused ([`DpError::Failed`] with its code).
     fn call(&self, request: &serde_json::Value) -> Result<serde_json::Value, DpError>;
+
+    /// Events the datapath sent on its own since the last call (store nearly full, store
+    /// failed, ...), oldest first. Transports without events have none.
+    fn take_events(&self) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
 }
 
 /// Turns a datapath answer line into a result.

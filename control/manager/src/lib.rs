@@ -61,7 +61,11 @@ pub struct Control {
     db: Arc<dyn MetadataStore>,
     scheduler: Mutex<Scheduler>,
     nodes: RwLock<BTreeMap<String, Arc<VolumeManager>>>,
+    events: Mutex<std::collections::VecDeque<(String, serde_json::Value)>>,
 }
+
+/// Datapath events kept by [`Control::recent_events`].
+pub const MAX_EVENTS: usize = 1000;
 
 /// Statuses a volume may be deleted from (Cinder's list; `in-use` and transitional ones are
 /// refused).
@@ -80,6 +84,7 @@ impl Control {
             db,
             scheduler: Mutex::new(Scheduler::new(scheduler)),
             nodes: RwLock::new(BTreeMap::new()),
+            events: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -144,8 +149,30 @@ impl Control {
                 }
                 Err(e) => tracing::warn!(node = %cfg.host, error = %e, "node did not report"),
             }
+            for ev in n.take_events() {
+                tracing::warn!(node = %cfg.host, event = %ev, "datapath event");
+                let mut evs = self
+                    .events
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if evs.len() == MAX_EVENTS {
+                    evs.pop_front();
+                }
+                evs.push_back((cfg.host.clone(), ev));
+            }
         }
         up
+    }
+
+    /// The latest events the nodes' datapaths sent (node, event), oldest first, at most
+    /// [`MAX_EVENTS`]: what the API's user messages will show.
+    pub fn recent_events(&self) -> Vec<(String, serde_json::Value)> {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Runs recovery on every node (after a restart of the control plane, or when a node's

@@ -108,6 +108,11 @@ impl VolumeManager {
         }
     }
 
+    /// Events the node's datapath sent since the last look (store nearly full or failed).
+    pub fn take_events(&self) -> Vec<serde_json::Value> {
+        self.dp.take_events()
+    }
+
     /// The pool report for the scheduler, from the datapath's figures.
     ///
     /// # Errors

@@ -12,9 +12,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use basalt_ring::msg::{KIND_REJECT, Reject};
-use basalt_ring::ops::{self, Answer, KIND_OP};
+use basalt_ring::ops::{self, Answer, KIND_EVENT, KIND_OP};
 use basalt_ring::{
-    Endpoint, Epoch, Geometry, RequestIds, SlotPool, SlotSpan, WaitError, bootstrap,
+    Endpoint, Epoch, Geometry, Lane, RequestIds, SlotPool, SlotSpan, WaitError, bootstrap,
 };
 
 use crate::datapath::{Datapath, DpError, parse_answer};
@@ -33,7 +33,12 @@ struct State {
     pairing: Option<Pairing>,
     next_epoch: Epoch,
     ids: RequestIds,
+    /// Events received and not yet taken (bounded: the oldest are dropped).
+    events: std::collections::VecDeque<serde_json::Value>,
 }
+
+/// Events kept for [`Datapath::take_events`] at most.
+const MAX_EVENTS: usize = 1024;
 
 #[derive(Debug)]
 struct Pairing {
@@ -65,6 +70,7 @@ impl RingDatapath {
                 pairing: None,
                 next_epoch: Epoch::FIRST,
                 ids: RequestIds::new(),
+                events: std::collections::VecDeque::new(),
             }),
         }
     }
@@ -102,6 +108,7 @@ impl RingDatapath {
     fn attempt(
         &self,
         p: &mut Pairing,
+        events: &mut std::collections::VecDeque<serde_json::Value>,
         id: u64,
         json: &[u8],
         deadline: Instant,
@@ -112,15 +119,17 @@ impl RingDatapath {
             .alloc()
             .ok_or_else(|| DpError::Unreachable("no free data slot".into()))?;
         let span = SlotSpan::new(slot, p.ep.slots().slot_size());
-        let r = self.exchange(p, span, id, json, deadline, sink);
+        let r = self.exchange(p, events, span, id, json, deadline, sink);
         // The datapath is done with the slot once it answered, or gone.
         let _ = p.slots.release(slot);
         r
     }
 
+    #[allow(clippy::too_many_arguments)] // one request's whole context
     fn exchange(
         &self,
         p: &mut Pairing,
+        events: &mut std::collections::VecDeque<serde_json::Value>,
         span: SlotSpan,
         id: u64,
         json: &[u8],
@@ -155,6 +164,17 @@ impl RingDatapath {
                     }
                 };
                 let h = r.frame.header;
+                if r.lane == Lane::Events {
+                    if h.kind == KIND_EVENT
+                        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(r.frame.payload)
+                    {
+                        if events.len() == MAX_EVENTS {
+                            events.pop_front();
+                        }
+                        events.push_back(v);
+                    }
+                    continue;
+                }
                 if h.request_id != id {
                     continue;
                 }
@@ -253,10 +273,13 @@ impl RingDatapath {
         // same id). Otherwise the caller hears of it at once, not after the deadline.
         for _ in 0..2 {
             self.pair(&mut st)?;
-            let Some(p) = st.pairing.as_mut() else {
+            let State {
+                pairing, events, ..
+            } = &mut *st;
+            let Some(p) = pairing.as_mut() else {
                 break;
             };
-            match self.attempt(p, id, json.as_bytes(), deadline, &mut sink) {
+            match self.attempt(p, events, id, json.as_bytes(), deadline, &mut sink) {
                 Ok(Some(v)) => return Ok(v),
                 Ok(None) => {
                     tracing::warn!(
@@ -284,5 +307,13 @@ impl RingDatapath {
 impl Datapath for RingDatapath {
     fn call(&self, request: &serde_json::Value) -> Result<serde_json::Value, DpError> {
         self.request(request, None)
+    }
+
+    fn take_events(&self) -> Vec<serde_json::Value> {
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.events.drain(..).collect()
     }
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use basalt_ring::msg::{Reject, RejectCode};
-use basalt_ring::ops::{self, KIND_OP};
+use basalt_ring::ops::{self, KIND_EVENT, KIND_OP};
 use basalt_ring::{BootstrapError, Endpoint, RecvError, WaitError, bootstrap};
 
 use crate::DatapathError;
@@ -96,10 +96,65 @@ pub fn start(path: &Path, exports: Arc<Exports>) -> Result<RingServer, DatapathE
     })
 }
 
+/// A store is "nearly full" below this share of free space, and clear again above the next.
+const NEARLY_FULL: f64 = 0.10;
+const CLEAR: f64 = 0.15;
+
+/// What the datapath has told this pairing's control plane, so each condition is reported
+/// once when it starts and once when it ends.
+#[derive(Debug, Default)]
+struct Told {
+    nearly_full: std::collections::BTreeSet<String>,
+    failed: std::collections::BTreeSet<String>,
+}
+
+/// Sends the events due: a store that crossed the nearly-full mark either way, or stopped
+/// after an I/O error. An event the ring has no room for is sent at a later look.
+fn send_events(ep: &mut Endpoint, ex: &Exports, told: &mut Told) {
+    for s in ex.stores() {
+        let name = s.name().to_owned();
+        if let Some(why) = s.failure()
+            && !told.failed.contains(&name)
+        {
+            let ev = serde_json::json!({"event": "store_failed", "lvs": name, "error": why});
+            if ep.send_event(KIND_EVENT, ev.to_string().as_bytes()).is_ok() {
+                told.failed.insert(name.clone());
+            }
+        }
+        let sp = s.space();
+        if sp.total_clusters == 0 {
+            continue;
+        }
+        #[allow(clippy::cast_precision_loss)] // a ratio
+        let free = sp.free_clusters as f64 / sp.total_clusters as f64;
+        let was = told.nearly_full.contains(&name);
+        let event = if !was && free < NEARLY_FULL {
+            "store_nearly_full"
+        } else if was && free > CLEAR {
+            "store_space_ok"
+        } else {
+            continue;
+        };
+        let ev = serde_json::json!({"event": event, "lvs": name,
+            "free_bytes": sp.free_clusters * sp.cluster_size,
+            "total_bytes": sp.total_clusters * sp.cluster_size});
+        if ep.send_event(KIND_EVENT, ev.to_string().as_bytes()).is_ok() {
+            tracing::info!(store = %name, event, "event sent to the control plane");
+            if was {
+                told.nearly_full.remove(&name);
+            } else {
+                told.nearly_full.insert(name);
+            }
+        }
+    }
+}
+
 fn serve(mut ep: Endpoint, ex: &Exports, stop: &AtomicBool) {
     let mut out = Vec::with_capacity(4096);
     let mut answer_json = Vec::new();
+    let mut told = Told::default();
     while !stop.load(Ordering::Acquire) {
+        send_events(&mut ep, ex, &mut told);
         match ep.wait(Some(TICK)) {
             Ok(_) => {}
             Err(WaitError::PeerGone) => {

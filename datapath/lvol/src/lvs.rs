@@ -650,6 +650,11 @@ impl LvStore {
         (self.0.epochs.in_flight(), self.0.clusters.held())
     }
 
+    /// Why the store stopped, if it did (an I/O error on its metadata: it must be reopened).
+    pub fn failure(&self) -> Option<String> {
+        self.0.read().failed.clone()
+    }
+
     /// Space accounting now.
     pub fn space(&self) -> SpaceInfo {
         let st = self.0.read();

@@ -7,6 +7,8 @@
 //! frame, or the length of the JSON the datapath wrote into the lent slot (a listing of
 //! thousands of volumes does not fit a 4 KiB frame).
 //!
+//! Events ([`KIND_EVENT`]) travel the other way on the events ring, unasked: a JSON object.
+//!
 //! ```text
 //! request payload:  slot span (u32 slot, u32 offset, u32 len) | bytes(json)
 //! answer payload:   u8 0 | bytes(json)            inline
@@ -19,6 +21,11 @@ use crate::slots::SlotSpan;
 
 /// Message kind of a JSON operation and of its answer.
 pub const KIND_OP: u16 = 1;
+
+/// Message kind of an event the datapath sends on its own (events ring, request id 0): one
+/// JSON object with an `"event"` field, e.g.
+/// `{"event":"store_nearly_full","lvs":"pool","free_bytes":...,"total_bytes":...}`.
+pub const KIND_EVENT: u16 = 2;
 
 const INLINE: u8 = 0;
 const IN_SLOT: u8 = 1;
