@@ -89,19 +89,6 @@ pub(crate) fn list(conn: &Connection, q: &ListQuery) -> Result<Page<Snapshot>, D
     Ok(Page { items, count })
 }
 
-fn type_name(conn: &Connection, type_id: Option<&str>) -> Result<Option<String>, DbError> {
-    let Some(t) = type_id else {
-        return Ok(None);
-    };
-    Ok(conn
-        .query_row(
-            "SELECT name FROM volume_types WHERE id = ?1 AND deleted = 0",
-            [t],
-            |r| r.get(0),
-        )
-        .optional()?)
-}
-
 pub(crate) fn create(
     tx: &Transaction<'_>,
     new: &NewSnapshot,
@@ -126,7 +113,7 @@ pub(crate) fn create(
         });
     }
     if new.use_quota {
-        let t = type_name(tx, v.volume_type_id.as_deref())?;
+        let t = volumes::type_name(tx, v.volume_type_id.as_deref())?;
         quotas::charge(
             tx,
             &new.project_id,
@@ -212,7 +199,8 @@ pub(crate) fn destroy(
         });
     }
     if s.use_quota {
-        let t = type_name(tx, t.as_deref())?;
+        // A deleted type's per-type usage no longer matters.
+        let t = volumes::type_name(tx, t.as_deref()).ok().flatten();
         let cost = quotas::costs("snapshots", s.size_gb, t.as_deref());
         quotas::charge(tx, &s.project_id, &quotas::negate(&cost))?;
     }

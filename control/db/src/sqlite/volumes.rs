@@ -97,7 +97,11 @@ pub(crate) fn list(conn: &Connection, q: &ListQuery) -> Result<Page<Volume>, DbE
     Ok(Page { items, count })
 }
 
-fn type_name(conn: &Connection, type_id: Option<&str>) -> Result<Option<String>, DbError> {
+/// The name of live volume type `type_id` (none for none).
+pub(crate) fn type_name(
+    conn: &Connection,
+    type_id: Option<&str>,
+) -> Result<Option<String>, DbError> {
     let Some(t) = type_id else {
         return Ok(None);
     };
