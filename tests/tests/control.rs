@@ -250,6 +250,13 @@ fn operations_land_on_the_datapath_and_data_follows_snapshots() {
     assert!(node.has(&format!("snapshot-{}", s.id)));
     let b = pattern(2, 64 * 1024);
     assert_eq!(i.write16(0, 0, &b).expect("write").status, 0);
+    // The datapath counted both writes of the volume (and the initiator's reads, if any).
+    let st = c.volume_stats(&v.id).expect("stats");
+    assert!(st["writes"].as_u64().expect("writes") >= 2, "{st}");
+    assert!(
+        st["write_bytes"].as_u64().expect("bytes") >= 128 * 1024,
+        "{st}"
+    );
 
     // A volume from the snapshot holds the old bytes; a clone of the volume the new ones.
     let mut from_snap = new_volume(3);

@@ -278,6 +278,10 @@ fn libiscsi_conformance_suite() {
         "the read-only tests ran: {:?}",
         run.skipped
     );
+    // The sanitize tests again on a volume (a thin LU: BLOCK ERASE is offered there, not on a
+    // raw file), one URL, with -S.
+    let run = run_suite(&["-d", "-S", "-t", "SCSI.Sanitize"], &[t.url("vol0", 0)]);
+    check_suite("SCSI.Sanitize (volume)", &run);
     // ... and ALL (every test of both) on a volume, with a second URL so that the multipath
     // tests (two sessions on one LU) run too. Without -S here: with two URLs, libiscsi
     // 1.19.0's Sanitize.Reservations leaves the second session's RESERVE(6) in place (its

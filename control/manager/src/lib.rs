@@ -543,6 +543,16 @@ impl Control {
         self.node(&pool.host)?.unexport(&v, protocol, host)
     }
 
+    /// A volume's I/O counters on its node.
+    ///
+    /// # Errors
+    /// As [`VolumeManager::volume_stats`].
+    pub fn volume_stats(&self, id: &str) -> Result<serde_json::Value, ManagerError> {
+        let v = self.db.get_volume(id)?;
+        let pool = self.pool_of(&v)?;
+        self.node(&pool.host)?.volume_stats(&v)
+    }
+
     /// The node a pool address names.
     ///
     /// # Errors

@@ -108,6 +108,17 @@ impl VolumeManager {
         }
     }
 
+    /// Volume `v`'s I/O counters on the datapath (`reads`, `writes`, `read_bytes`,
+    /// `write_bytes`, `other`, since its store was opened).
+    ///
+    /// # Errors
+    /// The datapath failed, or does not have the volume.
+    pub fn volume_stats(&self, v: &Volume) -> Result<serde_json::Value, ManagerError> {
+        let a = self
+            .call(json!({"op": "volume_stats", "lvs": self.cfg.lvs, "name": volume_name(&v.id)}))?;
+        Ok(a["stats"].clone())
+    }
+
     /// Events the node's datapath sent since the last look (store nearly full or failed).
     pub fn take_events(&self) -> Vec<serde_json::Value> {
         self.dp.take_events()

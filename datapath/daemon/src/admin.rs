@@ -15,7 +15,8 @@
 //! of an `[[nvmf.subsystem]]` table), `nvmf_subsystem_remove` (`nqn`), `nvmf_subsystem_list`,
 //! `volume_create` (the fields of a
 //! `[[volume]]` table), `volume_resize` (`lvs`, `name`, `size`), `volume_delete` (`lvs`,
-//! `name`), `volume_list` (`lvs`), `volume_get` (`lvs`, `name`), `snapshot_create` (`lvs`,
+//! `name`), `volume_list` (`lvs`), `volume_get` (`lvs`, `name`), `volume_stats` (`lvs`, `name`:
+//! its I/O since the store was opened), `snapshot_create` (`lvs`,
 //! `volume`, `name`), `clone_create` (`lvs`, `snapshot`, `name`), `volume_revert` (`lvs`,
 //! `volume`, `snapshot`), `lvs_list` (space and volume counts of every store), `lvs_add` (the
 //! fields of an `[[lvs]]` table: opens or creates a store on a running datapath), `ping`.
@@ -87,6 +88,10 @@ enum Request {
         lvs: String,
     },
     VolumeGet {
+        lvs: String,
+        name: String,
+    },
+    VolumeStats {
         lvs: String,
         name: String,
     },
@@ -320,6 +325,15 @@ fn handle(req: Request, ex: &Exports) -> Result<serde_json::Value, DatapathError
         Request::VolumeGet { lvs, name } => {
             let (_, v) = ex.volume(&lvs, &name)?;
             Ok(serde_json::json!({ "ok": true, "volume": volume_json(&v) }))
+        }
+        Request::VolumeStats { lvs, name } => {
+            let (store, v) = ex.volume(&lvs, &name)?;
+            let st = store.io_stats(v.id);
+            Ok(serde_json::json!({ "ok": true, "stats": {
+                "reads": st.reads, "writes": st.writes,
+                "read_bytes": st.read_bytes, "write_bytes": st.write_bytes,
+                "other": st.other,
+            }}))
         }
         Request::SnapshotCreate { lvs, volume, name } => {
             let id = ex.snapshot_volume(&lvs, &volume, &name)?;

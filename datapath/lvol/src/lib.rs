@@ -34,6 +34,6 @@ pub mod tree;
 pub mod volume;
 
 pub use format::FormatError;
-pub use lvs::{LvStore, LvsCounters, SpaceInfo, VolumeInfo};
+pub use lvs::{LvStore, LvsCounters, SpaceInfo, VolumeInfo, VolumeIoStats};
 pub use store::StoreError;
 pub use volume::VolumeBdev;

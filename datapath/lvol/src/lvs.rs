@@ -107,6 +107,54 @@ pub(crate) struct Shared {
     /// Serializes [`Epochs::synchronize`].
     grace: KeyedLock<()>,
     pub(crate) counters: LvsCounters,
+    /// Per-volume I/O counters, one set per channel (each written by its core only).
+    pub(crate) io_stats: Mutex<HashMap<u64, Vec<Arc<ChannelIoStats>>>>,
+}
+
+/// One channel's I/O counters: written by its core alone (a load and a store, no atomic
+/// read-modify-write on the I/O path), read by anyone.
+#[derive(Debug, Default)]
+pub(crate) struct ChannelIoStats {
+    reads: AtomicU64,
+    writes: AtomicU64,
+    read_bytes: AtomicU64,
+    write_bytes: AtomicU64,
+    other: AtomicU64,
+}
+
+impl ChannelIoStats {
+    /// Counts one I/O of `bytes` (call on the channel's core only).
+    pub(crate) fn count(&self, kind: basalt_bdev::IoKind, bytes: u64) {
+        let bump = |c: &AtomicU64, n: u64| {
+            c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed)
+        };
+        match kind {
+            basalt_bdev::IoKind::Read => {
+                bump(&self.reads, 1);
+                bump(&self.read_bytes, bytes);
+            }
+            basalt_bdev::IoKind::Write => {
+                bump(&self.writes, 1);
+                bump(&self.write_bytes, bytes);
+            }
+            _ => bump(&self.other, 1),
+        }
+    }
+}
+
+/// A volume's I/O since the store was opened, summed over every core.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VolumeIoStats {
+    /// Reads submitted.
+    pub reads: u64,
+    /// Writes submitted.
+    pub writes: u64,
+    /// Bytes read.
+    pub read_bytes: u64,
+    /// Bytes written.
+    pub write_bytes: u64,
+    /// Flushes, unmaps and write-zeroes.
+    pub other: u64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -544,6 +592,7 @@ impl LvStore {
             commit_done: WaitList::default(),
             grace: KeyedLock::new(),
             counters: LvsCounters::default(),
+            io_stats: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -648,6 +697,24 @@ impl LvStore {
     /// entry): both zero when the store is idle.
     pub fn activity(&self) -> (u64, usize) {
         (self.0.epochs.in_flight(), self.0.clusters.held())
+    }
+
+    /// Volume `id`'s I/O since the store was opened (all its channels, every core).
+    pub fn io_stats(&self, id: u64) -> VolumeIoStats {
+        let map = self
+            .0
+            .io_stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut t = VolumeIoStats::default();
+        for c in map.get(&id).into_iter().flatten() {
+            t.reads += c.reads.load(Ordering::Relaxed);
+            t.writes += c.writes.load(Ordering::Relaxed);
+            t.read_bytes += c.read_bytes.load(Ordering::Relaxed);
+            t.write_bytes += c.write_bytes.load(Ordering::Relaxed);
+            t.other += c.other.load(Ordering::Relaxed);
+        }
+        t
     }
 
     /// Why the store stopped, if it did (an I/O error on its metadata: it must be reopened).

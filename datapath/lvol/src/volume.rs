@@ -136,12 +136,22 @@ impl Bdev for VolumeBdev {
             .sh
             .base_channel()
             .map_err(|e| BdevError::Config(e.to_string()))?;
+        // This channel's counters, kept (summed into the volume's statistics) after it closes.
+        let stats = Arc::new(crate::lvs::ChannelIoStats::default());
+        self.sh
+            .io_stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(self.id)
+            .or_default()
+            .push(stats.clone());
         Ok(Rc::new(VolumeChannel {
             ctx: Rc::new(Ctx {
                 sh: self.sh.clone(),
                 id: self.id,
                 base,
                 core: basalt_engine::current().index(),
+                stats,
             }),
         }))
     }
@@ -153,6 +163,7 @@ pub(crate) struct Ctx {
     id: u64,
     base: Rc<BaseChannel>,
     core: usize,
+    stats: Arc<crate::lvs::ChannelIoStats>,
 }
 
 impl CompletionHook for Ctx {
@@ -327,6 +338,7 @@ impl ChannelImpl for VolumeChannel {
     fn submit(&self, slot: IoSlot) {
         let ctx = &self.ctx;
         let (kind, lba, blocks, fua) = slot.with(|r| (r.kind, r.lba.0, r.blocks, r.fua));
+        ctx.stats.count(kind, blocks * u64::from(ctx.sh.block_size));
         if matches!(kind, IoKind::Read | IoKind::Write) {
             let bs = u64::from(ctx.sh.block_size);
             let token = ctx.sh.epochs.enter(ctx.core);
@@ -964,6 +976,8 @@ pub(crate) async fn inflate_cluster(sh: &Arc<Shared>, id: u64, ci: u64) -> Resul
         id,
         base: sh.base_channel()?,
         core: basalt_engine::current().index(),
+        // The store's own copying is not the volume's I/O: counted nowhere.
+        stats: Arc::default(),
     };
     let _g = sh.clusters.lock((id, ci)).await;
     let t = sh.epochs.enter(ctx.core);
