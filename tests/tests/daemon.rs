@@ -121,7 +121,14 @@ fn configuration_mistakes_are_named_and_exit_nonzero() {
 
 #[test]
 fn help_explains_every_subcommand() {
-    for args in [&["--help"][..], &["up", "--help"], &["datapath", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["up", "--help"],
+        &["datapath", "--help"],
+        &["control", "--help"],
+        &["admin", "--help"],
+        &["lvol", "--help"],
+    ] {
         let out = Command::new(bin("basalt"))
             .args(args)
             .output()
@@ -144,5 +151,13 @@ fn help_explains_every_subcommand() {
         "--log",
     ] {
         assert!(text.contains(flag), "{flag} missing from datapath --help");
+    }
+    let out = Command::new(bin("basalt"))
+        .args(["--help"])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for sub in ["up", "datapath", "control", "lvol", "admin"] {
+        assert!(text.contains(sub), "{sub} missing from basalt --help");
     }
 }
