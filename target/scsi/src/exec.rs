@@ -829,7 +829,9 @@ impl Chan {
         let pattern: &[u8] = if ndob {
             &zeros
         } else {
-            if self.usable_blocks(cmd, bs) == 0 {
+            // WRITE SAME transfers exactly one logical block: a Data-Out of another size is
+            // refused, not truncated or padded.
+            if u64::from(cmd.expected_len) != bs || self.usable_blocks(cmd, bs) == 0 {
                 return Err(Sense::invalid_field_in_cdb(
                     if sixteen { 10 } else { 7 },
                     None,

@@ -1050,6 +1050,16 @@ fn write_same() {
             .invalid_field();
         let r = cmd_out(&ch, &n, &cdb10(0x41, 0, 0, 1), vec![0; 256]).await;
         assert_eq!(r.status, 2);
+        // More than one block of Data-Out is refused too, with and without UNMAP
+        // (libiscsi's WriteSame10/16.InvalidDataOutSize).
+        for flags in [0u8, 0x08] {
+            cmd_out(&ch, &n, &cdb10(0x41, flags, 0, 1), vec![0; 1024])
+                .await
+                .invalid_field();
+            cmd_out(&ch, &n, &cdb16(0x93, flags, 0, 1), vec![0; 1024])
+                .await
+                .invalid_field();
+        }
         for p in 1..8u8 {
             cmd_out(&ch, &n, &cdb10(0x41, p << 5, 0, 1), vec![0; 512])
                 .await
