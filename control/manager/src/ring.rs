@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use basalt_ring::msg::{KIND_REJECT, Reject};
 use basalt_ring::ops::{self, Answer, KIND_EVENT, KIND_OP};
 use basalt_ring::{
-    Endpoint, Epoch, Geometry, Lane, RequestIds, SlotPool, SlotSpan, WaitError, bootstrap,
+    Endpoint, Epoch, Geometry, Lane, RecvError, RequestIds, SlotPool, SlotSpan, WaitError,
+    bootstrap,
 };
 
 use crate::datapath::{Datapath, DpError, parse_answer};
@@ -158,7 +159,13 @@ impl RingDatapath {
                 let r = match p.ep.try_recv() {
                     Ok(Some(r)) => r,
                     Ok(None) => break,
+                    Err(RecvError::Ring(e)) => {
+                        // A broken ring stays broken: pair again rather than spin on it.
+                        tracing::warn!(error = %e, "the datapath broke a ring; pairing again");
+                        return Ok(None);
+                    }
                     Err(e) => {
+                        // One bad message, consumed: the answer may still come.
                         tracing::warn!(error = %e, "bad message from the datapath");
                         continue;
                     }
