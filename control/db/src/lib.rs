@@ -155,6 +155,12 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// The database failed.
     fn remove_export(&self, volume_id: &str, protocol: &str) -> Result<bool, DbError>;
 
+    /// The exports of one volume (one per protocol at most).
+    ///
+    /// # Errors
+    /// The database failed.
+    fn exports_of(&self, volume_id: &str) -> Result<Vec<Export>, DbError>;
+
     /// Every export (of live volumes), optionally only those of volumes on `host_prefix`
     /// (`host@backend`).
     ///

@@ -577,6 +577,12 @@ fn exports_are_recorded_per_volume_and_protocol() {
     let mut bad = e.clone();
     bad.volume_id = new_uuid().expect("uuid");
     assert!(matches!(s.put_export(&bad), Err(DbError::NotFound { .. })));
+    assert_eq!(s.exports_of(&w.id).expect("of w"), vec![n.clone()]);
+    assert!(
+        s.exports_of(&new_uuid().expect("uuid"))
+            .expect("none")
+            .is_empty()
+    );
     assert!(s.remove_export(&v.id, "iscsi").expect("remove"));
     assert!(!s.remove_export(&v.id, "iscsi").expect("again"));
     // A destroyed volume's exports go with it.

@@ -334,6 +334,11 @@ impl Control {
         )?)
     }
 
+    /// The manager of the node volume `v` lives on.
+    fn node_of_volume(&self, v: &Volume) -> Result<Arc<VolumeManager>, ManagerError> {
+        self.node(&self.pool_of(v)?.host)
+    }
+
     fn pool_of(&self, v: &Volume) -> Result<PoolId, ManagerError> {
         v.host
             .as_deref()
@@ -373,10 +378,7 @@ impl Control {
                 self.db.destroy_volume(id, &["deleting"])?;
                 Ok(())
             }
-            Some(_) => {
-                let pool = self.pool_of(&v)?;
-                self.node(&pool.host)?.delete_volume(&v)
-            }
+            Some(_) => self.node_of_volume(&v)?.delete_volume(&v),
         }
     }
 
@@ -417,9 +419,9 @@ impl Control {
     /// Over quota, the volume's state, or the datapath failed (the snapshot is `error`).
     pub fn create_snapshot(&self, new: &NewSnapshot) -> Result<basalt_db::Snapshot, ManagerError> {
         let v = self.db.get_volume(&new.volume_id)?;
-        let pool = self.pool_of(&v)?;
+        let node = self.node_of_volume(&v)?;
         let s = self.db.create_snapshot(new, &["available", "in-use"])?;
-        self.node(&pool.host)?.create_snapshot(&s)
+        node.create_snapshot(&s)
     }
 
     /// Deletes a snapshot (`available` or `error`).
@@ -436,8 +438,7 @@ impl Control {
             },
         )?;
         let v = self.db.get_volume(&s.volume_id)?;
-        let pool = self.pool_of(&v)?;
-        self.node(&pool.host)?.delete_snapshot(&s)
+        self.node_of_volume(&v)?.delete_snapshot(&s)
     }
 
     /// Reverts a volume to its latest snapshot (Cinder's rule: only the most recent one).
@@ -509,8 +510,7 @@ impl Control {
                 return Err(e.into());
             }
         };
-        let pool = self.pool_of(&v)?;
-        self.node(&pool.host)?.revert_volume(&v, &s)
+        self.node_of_volume(&v)?.revert_volume(&v, &s)
     }
 
     /// Exports a volume to `host` over `protocol` (`iscsi` or `nvmeof`).
@@ -524,8 +524,7 @@ impl Control {
         host: &str,
     ) -> Result<basalt_db::Export, ManagerError> {
         let v = self.db.get_volume(id)?;
-        let pool = self.pool_of(&v)?;
-        self.node(&pool.host)?.export(&v, protocol, host)
+        self.node_of_volume(&v)?.export(&v, protocol, host)
     }
 
     /// Takes `host` off a volume's export.
@@ -539,8 +538,7 @@ impl Control {
         host: &str,
     ) -> Result<(), ManagerError> {
         let v = self.db.get_volume(id)?;
-        let pool = self.pool_of(&v)?;
-        self.node(&pool.host)?.unexport(&v, protocol, host)
+        self.node_of_volume(&v)?.unexport(&v, protocol, host)
     }
 
     /// A volume's I/O counters on its node.
@@ -549,8 +547,7 @@ impl Control {
     /// As [`VolumeManager::volume_stats`].
     pub fn volume_stats(&self, id: &str) -> Result<serde_json::Value, ManagerError> {
         let v = self.db.get_volume(id)?;
-        let pool = self.pool_of(&v)?;
-        self.node(&pool.host)?.volume_stats(&v)
+        self.node_of_volume(&v)?.volume_stats(&v)
     }
 
     /// The node a pool address names.

@@ -209,12 +209,7 @@ impl VolumeManager {
     /// The datapath failed; the volume is then `error_deleting`.
     pub fn delete_volume(&self, v: &Volume) -> Result<(), ManagerError> {
         let r = (|| -> Result<(), ManagerError> {
-            for e in self
-                .db
-                .list_exports(None)?
-                .into_iter()
-                .filter(|e| e.volume_id == v.id)
-            {
+            for e in self.db.exports_of(&v.id)? {
                 self.remove_export_on_datapath(&e)?;
                 self.db.remove_export(&e.volume_id, &e.protocol)?;
             }
@@ -430,9 +425,9 @@ impl VolumeManager {
     pub fn export(&self, v: &Volume, protocol: &str, host: &str) -> Result<Export, ManagerError> {
         let existing = self
             .db
-            .list_exports(None)?
+            .exports_of(&v.id)?
             .into_iter()
-            .find(|e| e.volume_id == v.id && e.protocol == protocol);
+            .find(|e| e.protocol == protocol);
         let mut e = match (protocol, existing) {
             (_, Some(e)) => e,
             ("iscsi", None) => Export {
@@ -490,9 +485,9 @@ impl VolumeManager {
     pub fn unexport(&self, v: &Volume, protocol: &str, host: &str) -> Result<(), ManagerError> {
         let Some(mut e) = self
             .db
-            .list_exports(None)?
+            .exports_of(&v.id)?
             .into_iter()
-            .find(|e| e.volume_id == v.id && e.protocol == protocol)
+            .find(|e| e.protocol == protocol)
         else {
             return Ok(());
         };

@@ -41,13 +41,25 @@ pub(crate) fn remove(
 }
 
 pub(crate) fn list(conn: &Connection, host_prefix: Option<&str>) -> Result<Vec<Export>, DbError> {
-    let mut st = conn.prepare(
+    select(
+        conn,
+        "v.deleted = 0 AND (?1 IS NULL OR v.host = ?1 OR v.host LIKE ?1 || '#%')",
+        host_prefix,
+    )
+}
+
+pub(crate) fn of(conn: &Connection, volume_id: &str) -> Result<Vec<Export>, DbError> {
+    select(conn, "v.deleted = 0 AND e.volume_id = ?1", Some(volume_id))
+}
+
+fn select(conn: &Connection, filter: &str, arg: Option<&str>) -> Result<Vec<Export>, DbError> {
+    let mut st = conn.prepare_cached(&format!(
         "SELECT e.volume_id, e.protocol, e.target, e.hosts, e.chap_user, e.chap_secret
          FROM exports e JOIN volumes v ON v.id = e.volume_id
-         WHERE v.deleted = 0 AND (?1 IS NULL OR v.host = ?1 OR v.host LIKE ?1 || '#%')
-         ORDER BY e.volume_id, e.protocol",
-    )?;
-    let rows = st.query_map([host_prefix], |r| {
+         WHERE {filter}
+         ORDER BY e.volume_id, e.protocol"
+    ))?;
+    let rows = st.query_map([arg], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,

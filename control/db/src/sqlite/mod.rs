@@ -297,6 +297,10 @@ impl MetadataStore for SqliteStore {
         self.write(|tx| exports::remove(tx, volume_id, protocol))
     }
 
+    fn exports_of(&self, volume_id: &str) -> Result<Vec<Export>, DbError> {
+        self.read(|c| exports::of(c, volume_id))
+    }
+
     fn list_exports(&self, host_prefix: Option<&str>) -> Result<Vec<Export>, DbError> {
         self.read(|c| exports::list(c, host_prefix))
     }
