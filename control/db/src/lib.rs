@@ -1,5 +1,6 @@
-//! The control plane's metadata store: what should exist (volumes, snapshots, volume types,
-//! quotas, services), behind one trait of domain operations.
+//! The control plane's metadata store: what should exist (volumes, snapshots, attachments,
+//! transfers, volume types, quotas, services, user messages), behind one trait of domain
+//! operations.
 //!
 //! # Rules every implementation keeps
 //!
@@ -33,8 +34,10 @@ mod sqlite;
 
 pub use error::DbError;
 pub use model::{
-    DEFAULT_QUOTAS, Export, Metadata, NewSnapshot, NewVolume, QuotaUsage, Resource, Service,
-    Snapshot, SnapshotChange, Timestamp, Volume, VolumeChange, VolumeType, is_uuid, new_uuid,
+    ATTACH_STATUSES, Attachment, AttachmentChange, DEFAULT_QUOTAS, Export, HOLDING_ATTACH_STATUSES,
+    Message, Metadata, NewAttachment, NewMessage, NewSnapshot, NewTransfer, NewVolume, QuotaUsage,
+    Resource, Service, Snapshot, SnapshotChange, Timestamp, Transfer, Volume, VolumeChange,
+    VolumeType, is_uuid, new_uuid,
 };
 pub use query::{Dir, Field, FilterOp, ListQuery, Page, SortKey, Val};
 pub use sqlite::SqliteStore;
@@ -102,10 +105,12 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     fn delete_volume_metadata(&self, id: &str, key: &str) -> Result<(), DbError>;
 
     /// Marks the volume destroyed (soft delete) if its status is one of `expected`, releasing
-    /// its quota in the same transaction. Refused while snapshots of it exist.
+    /// its quota in the same transaction. Refused while snapshots of it exist, or attachments
+    /// that may have reached a host (any live one but `error_attaching` and `detached`, which
+    /// are deleted with it, as are its pending transfers).
     ///
     /// # Errors
-    /// Unknown id, unexpected status, live snapshots.
+    /// Unknown id, unexpected status, live snapshots or attachments ([`DbError::InUse`]).
     fn destroy_volume(&self, id: &str, expected: &[&str]) -> Result<Volume, DbError>;
 
     /// Starts an extend: status `expected` → `extending` and a reservation of the growth, at
@@ -286,6 +291,173 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// Unknown type, or in use.
     fn delete_volume_type(&self, id: &str) -> Result<(), DbError>;
+
+    /// Makes type `type_id` (an id or a name) `project`'s default (API 3.62), replacing any;
+    /// returns the type's id.
+    ///
+    /// # Errors
+    /// Unknown type, empty project.
+    fn set_default_type(&self, project: &str, type_id: &str) -> Result<String, DbError>;
+
+    /// `project`'s default type's id, if it has one.
+    ///
+    /// # Errors
+    /// The database failed.
+    fn get_default_type(&self, project: &str) -> Result<Option<String>, DbError>;
+
+    /// Every project's default type: `(project, type id)`, by project.
+    ///
+    /// # Errors
+    /// The database failed.
+    fn list_default_types(&self) -> Result<Vec<(String, String)>, DbError>;
+
+    /// Forgets `project`'s default type; false if it had none.
+    ///
+    /// # Errors
+    /// The database failed.
+    fn unset_default_type(&self, project: &str) -> Result<bool, DbError>;
+
+    // --- attachments ---
+
+    /// Reserves the volume for an attachment (API 3.27 `POST /attachments`): checks, atomically,
+    /// that the volume's status is one of `volume_expected` (callers pass `available` and
+    /// `downloading`, plus `in-use`, `reserved` and `attaching` for a multiattach volume) and
+    /// is no error status, and that a volume that is not multiattach has no holding attachment
+    /// (`reserved`, `attaching`, `attached`, `detaching`) but for the same instance (how Nova
+    /// moves an instance); inserts the attachment `reserved` with the volume's project and
+    /// recomputes the volume's status (see [`MetadataStore::update_attachment`]).
+    ///
+    /// # Errors
+    /// Unknown volume, unexpected or error status ([`DbError::Conflict`]), held by another
+    /// attachment ([`DbError::InUse`]), a bad id, mode or instance, duplicate id.
+    fn reserve_attachment(
+        &self,
+        new: &NewAttachment,
+        volume_expected: &[&str],
+    ) -> Result<Attachment, DbError>;
+
+    /// One live attachment.
+    ///
+    /// # Errors
+    /// Unknown (or deleted) id.
+    fn get_attachment(&self, id: &str) -> Result<Attachment, DbError>;
+
+    /// Attachments matching `q` (project, volume id, status, instance, host, dates).
+    ///
+    /// # Errors
+    /// Unknown marker, a filter or sort attachments do not have.
+    fn list_attachments(&self, q: &ListQuery) -> Result<Page<Attachment>, DbError>;
+
+    /// The live attachments of a volume (any status), oldest first; none for an unknown one.
+    ///
+    /// # Errors
+    /// The database failed.
+    fn attachments_of(&self, volume_id: &str) -> Result<Vec<Attachment>, DbError>;
+
+    /// Applies `change` if the attachment's status is one of `expected` (any when empty), and
+    /// recomputes its volume in the same transaction: over the holding attachments, the first
+    /// of `attached` > `attaching` > `detaching` > `reserved` present is the volume's
+    /// `attach_status` and makes its status `in-use`, `attaching`, `detaching` or `reserved`;
+    /// none makes them `detached` and `available`. The status is only changed from one of
+    /// those five (`available`, `reserved`, `attaching`, `in-use`, `detaching`): another
+    /// operation's status (`extending`, `error`, `maintenance`, ...) stays, and its
+    /// `previous_status` is recomputed instead when it is one of the five.
+    ///
+    /// # Errors
+    /// Unknown id, unexpected status, an unknown status or mode, a bad instance id.
+    fn update_attachment(
+        &self,
+        id: &str,
+        expected: &[&str],
+        change: &AttachmentChange,
+    ) -> Result<Attachment, DbError>;
+
+    /// Deletes the attachment (soft: `detached`, with `detach_time` and `deleted_at`) if its
+    /// status is one of `expected`, recomputes the volume as
+    /// [`MetadataStore::update_attachment`] does, and returns the volume as it is after.
+    ///
+    /// # Errors
+    /// Unknown id, unexpected status.
+    fn delete_attachment(&self, id: &str, expected: &[&str]) -> Result<Volume, DbError>;
+
+    // --- transfers ---
+
+    /// Offers a volume for transfer: atomically, its status `available` → `awaiting-transfer`
+    /// and the transfer inserted. Refused for a volume of another project than
+    /// `source_project_id` (not found), or, unless `no_snapshots`, one with a snapshot that is
+    /// not `available`.
+    ///
+    /// # Errors
+    /// Unknown volume, unexpected volume or snapshot status ([`DbError::Conflict`]), a bad
+    /// id, no salt or hash, duplicate id.
+    fn create_transfer(&self, new: &NewTransfer) -> Result<Transfer, DbError>;
+
+    /// One pending transfer (accepted and withdrawn ones are gone).
+    ///
+    /// # Errors
+    /// Unknown id.
+    fn get_transfer(&self, id: &str) -> Result<Transfer, DbError>;
+
+    /// Pending transfers matching `q` (its project is the source project).
+    ///
+    /// # Errors
+    /// Unknown marker, a filter or sort transfers do not have.
+    fn list_transfers(&self, q: &ListQuery) -> Result<Page<Transfer>, DbError>;
+
+    /// Withdraws a transfer: the volume goes back from `awaiting-transfer` to `available`
+    /// (left as it is if it is no longer awaiting it) and the transfer is deleted.
+    ///
+    /// # Errors
+    /// Unknown id.
+    fn delete_transfer(&self, id: &str) -> Result<(), DbError>;
+
+    /// Accepts a transfer for `dest_project_id` (and user `dest_user_id`), atomically: the
+    /// volume `awaiting-transfer` → `available` in the new project, its snapshots with it
+    /// unless `no_snapshots` (all must be `available`), their quota (volumes, gigabytes,
+    /// snapshots and the per-type ones) charged to the destination and released from the
+    /// source, and the transfer marked accepted and deleted. Over the destination's quota,
+    /// nothing changes. The auth key is the caller's to check.
+    ///
+    /// # Errors
+    /// Unknown transfer, unexpected volume or snapshot status, over quota.
+    fn accept_transfer(
+        &self,
+        id: &str,
+        dest_project_id: &str,
+        dest_user_id: &str,
+    ) -> Result<(Transfer, Volume), DbError>;
+
+    // --- messages ---
+
+    /// Records a user message.
+    ///
+    /// # Errors
+    /// A bad id, missing type, event or level, duplicate id.
+    fn create_message(&self, new: &NewMessage) -> Result<Message, DbError>;
+
+    /// One message.
+    ///
+    /// # Errors
+    /// Unknown (or deleted) id.
+    fn get_message(&self, id: &str) -> Result<Message, DbError>;
+
+    /// Messages matching `q` (project, resource uuid and type, event, request, level, created).
+    ///
+    /// # Errors
+    /// Unknown marker, a filter or sort messages do not have.
+    fn list_messages(&self, q: &ListQuery) -> Result<Page<Message>, DbError>;
+
+    /// Deletes a message.
+    ///
+    /// # Errors
+    /// Unknown id.
+    fn delete_message(&self, id: &str) -> Result<(), DbError>;
+
+    /// Removes the messages that expired before `now`; returns how many.
+    ///
+    /// # Errors
+    /// The database failed.
+    fn reap_messages(&self, now: Timestamp) -> Result<usize, DbError>;
 
     // --- quotas ---
 

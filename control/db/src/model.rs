@@ -353,6 +353,196 @@ pub struct Service {
     pub updated_at: Timestamp,
 }
 
+/// The attachment statuses that hold a volume, strongest first: the first one present among a
+/// volume's live attachments gives the volume's `attach_status` (Cinder's
+/// `_get_statuses_from_attachments`), and the volume status it maps to.
+pub const HOLDING_ATTACH_STATUSES: [(&str, &str); 4] = [
+    ("attached", "in-use"),
+    ("attaching", "attaching"),
+    ("detaching", "detaching"),
+    ("reserved", "reserved"),
+];
+
+/// Every attachment status an attachment may be given (`deleted` ones are gone).
+pub const ATTACH_STATUSES: [&str; 7] = [
+    "reserved",
+    "attaching",
+    "attached",
+    "detaching",
+    "error_attaching",
+    "error_detaching",
+    "detached",
+];
+
+/// A volume's attachment to a host or instance (Cinder's `volume_attachment`, API 3.27+).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Its UUID.
+    pub id: String,
+    /// The volume.
+    pub volume_id: String,
+    /// The volume's project (it follows the volume through a transfer).
+    pub project_id: String,
+    /// The instance (Nova server) it is for.
+    pub instance_uuid: Option<String>,
+    /// The host it is attached to (the connector's `host`).
+    pub attached_host: Option<String>,
+    /// The device path on that host.
+    pub mountpoint: Option<String>,
+    /// `rw` or `ro`.
+    pub attach_mode: String,
+    /// `reserved`, `attaching`, `attached`, `detaching`, `error_attaching`,
+    /// `error_detaching` or `detached`.
+    pub attach_status: String,
+    /// The host's connector (initiator IQN, NQN, host, ...), once given.
+    pub connector: Option<serde_json::Value>,
+    /// What the host connects to (`driver_volume_type` and `data`), once exported.
+    pub connection_info: Option<serde_json::Value>,
+    /// When it became attached.
+    pub attach_time: Option<Timestamp>,
+    /// When it was detached.
+    pub detach_time: Option<Timestamp>,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Last changed.
+    pub updated_at: Option<Timestamp>,
+}
+
+/// What a new attachment is made of; it starts `reserved`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewAttachment {
+    /// Its UUID (callers make it).
+    pub id: String,
+    /// The volume.
+    pub volume_id: String,
+    /// The instance it is for.
+    pub instance_uuid: Option<String>,
+    /// The host, when known already (legacy `os-attach` with `host_name`).
+    pub attached_host: Option<String>,
+    /// The device path, when known already.
+    pub mountpoint: Option<String>,
+    /// `rw` or `ro`.
+    pub attach_mode: String,
+}
+
+/// Fields an attachment compare-and-swap may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachmentChange {
+    /// New attachment status (one of [`ATTACH_STATUSES`]).
+    pub attach_status: Option<String>,
+    /// New connector (`Some(None)` clears it).
+    pub connector: Option<Option<serde_json::Value>>,
+    /// New connection info (`Some(None)` clears it).
+    pub connection_info: Option<Option<serde_json::Value>>,
+    /// New mountpoint.
+    pub mountpoint: Option<Option<String>>,
+    /// New attached host.
+    pub attached_host: Option<Option<String>>,
+    /// New instance.
+    pub instance_uuid: Option<Option<String>>,
+    /// New mode, `rw` or `ro`.
+    pub attach_mode: Option<String>,
+    /// Sets `attach_time` (otherwise it is set to now when the status becomes `attached` and
+    /// none was recorded).
+    pub attach_time: Option<Timestamp>,
+    /// Sets `detach_time`.
+    pub detach_time: Option<Timestamp>,
+}
+
+/// A volume offered by its project to another one (Cinder's `transfers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// Its UUID.
+    pub id: String,
+    /// The volume.
+    pub volume_id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// The salt of `crypt_hash`.
+    pub salt: String,
+    /// The hash of the auth key with `salt` (the key itself is shown once, at creation).
+    pub crypt_hash: String,
+    /// The project giving the volume.
+    pub source_project_id: String,
+    /// The project that accepted it.
+    pub destination_project_id: Option<String>,
+    /// Accepted (API 3.57).
+    pub accepted: bool,
+    /// The volume's snapshots stay behind (API 3.55).
+    pub no_snapshots: bool,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Last changed.
+    pub updated_at: Option<Timestamp>,
+}
+
+/// What a new transfer is made of; the API computes the salt and hash.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewTransfer {
+    /// Its UUID (callers make it).
+    pub id: String,
+    /// The volume.
+    pub volume_id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// The salt.
+    pub salt: String,
+    /// The hash of the auth key with the salt.
+    pub crypt_hash: String,
+    /// The volume's project.
+    pub source_project_id: String,
+    /// Leave the snapshots behind.
+    pub no_snapshots: bool,
+}
+
+/// A message for users about an asynchronous failure (Cinder's `messages`, API 3.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Its UUID.
+    pub id: String,
+    /// The project that may read it.
+    pub project_id: String,
+    /// The request that failed (`req-...`).
+    pub request_id: Option<String>,
+    /// `VOLUME`, `SNAPSHOT`, `BACKUP`, ...
+    pub resource_type: String,
+    /// The resource it is about.
+    pub resource_uuid: Option<String>,
+    /// `VOLUME_000002`, ...
+    pub event_id: String,
+    /// `ERROR`, ...
+    pub message_level: String,
+    /// The text users see.
+    pub user_message: String,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Kept at least until then (`guaranteed_until`); reaped after.
+    pub expires_at: Timestamp,
+}
+
+/// What a new message is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Its UUID (callers make it).
+    pub id: String,
+    /// The project that may read it.
+    pub project_id: String,
+    /// The request that failed.
+    pub request_id: Option<String>,
+    /// `VOLUME`, ...
+    pub resource_type: String,
+    /// The resource it is about.
+    pub resource_uuid: Option<String>,
+    /// The event id.
+    pub event_id: String,
+    /// The level.
+    pub message_level: String,
+    /// The text.
+    pub user_message: String,
+    /// When it may be reaped (created + `message_ttl`, 30 days in Cinder).
+    pub expires_at: Timestamp,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 pub enum Field {
     /// Display name.
     Name,
-    /// Status.
+    /// Status (an attachment's `attach_status`).
     Status,
     /// Size in GiB.
     Size,
@@ -18,8 +18,20 @@ pub enum Field {
     Bootable,
     /// Volume type id.
     VolumeTypeId,
-    /// The volume a snapshot belongs to (snapshots).
+    /// The volume a snapshot, attachment or transfer belongs to.
     VolumeId,
+    /// The instance an attachment is for (attachments).
+    InstanceUuid,
+    /// The resource a message is about (messages).
+    ResourceUuid,
+    /// The kind of resource a message is about: `VOLUME`, ... (messages).
+    ResourceType,
+    /// A message's event id (messages).
+    EventId,
+    /// The request a message came from (messages).
+    RequestId,
+    /// A message's level (messages).
+    MessageLevel,
     /// Created.
     CreatedAt,
     /// Last changed.
@@ -89,7 +101,8 @@ pub enum Dir {
 /// A list request.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListQuery {
-    /// Only this project's rows; every project's when `None` (admins' `all_tenants`).
+    /// Only this project's rows (a transfer's source project); every project's when `None`
+    /// (admins' `all_tenants`).
     pub project_id: Option<String>,
     /// Every filter must hold.
     pub filters: Vec<(Field, FilterOp, Val)>,

@@ -494,7 +494,10 @@ fn the_database_survives_reopening_and_refuses_a_newer_schema() {
     let path = dir.path().join("basalt.db");
     let id = {
         let s = SqliteStore::open(&path).expect("open");
-        assert_eq!(s.schema_version().expect("version"), 1);
+        assert_eq!(
+            s.schema_version().expect("version"),
+            SqliteStore::known_schema_version()
+        );
         s.service_heartbeat("n1@basalt", "cinder-volume", "nova")
             .expect("beat");
         s.create_volume(&new_vol("p", 2)).expect("created").id
@@ -522,7 +525,7 @@ fn the_database_survives_reopening_and_refuses_a_newer_schema() {
     match SqliteStore::open(&path) {
         Err(DbError::SchemaTooNew {
             found: 99,
-            known: 1,
+            known: 2,
         }) => {}
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -588,6 +591,758 @@ fn exports_are_recorded_per_volume_and_protocol() {
     // A destroyed volume's exports go with it.
     s.destroy_volume(&w.id, &[]).expect("destroyed");
     assert!(s.list_exports(None).expect("all").is_empty());
+}
+
+fn available_vol(s: &SqliteStore, project: &str, size: u64, multiattach: bool) -> Volume {
+    let mut nv = new_vol(project, size);
+    nv.multiattach = multiattach;
+    let v = s.create_volume(&nv).expect("created");
+    s.update_volume(&v.id, &["creating"], &to("available"))
+        .expect("available")
+}
+
+fn reserve(s: &SqliteStore, v: &Volume, instance: Option<&str>) -> Result<Attachment, DbError> {
+    let expected: &[&str] = if v.multiattach {
+        &[
+            "available",
+            "downloading",
+            "in-use",
+            "reserved",
+            "attaching",
+        ]
+    } else {
+        &["available", "downloading"]
+    };
+    s.reserve_attachment(
+        &NewAttachment {
+            id: new_uuid().expect("uuid"),
+            volume_id: v.id.clone(),
+            instance_uuid: instance.map(str::to_owned),
+            attach_mode: "rw".into(),
+            ..NewAttachment::default()
+        },
+        expected,
+    )
+}
+
+fn status_of(s: &SqliteStore, id: &str) -> (String, String) {
+    let v = s.get_volume(id).expect("volume");
+    (v.status, v.attach_status)
+}
+
+fn att(status: &str) -> AttachmentChange {
+    AttachmentChange {
+        attach_status: Some(status.to_owned()),
+        ..AttachmentChange::default()
+    }
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    (a.to_owned(), b.to_owned())
+}
+
+#[test]
+fn the_attach_flow_moves_the_volume_through_its_states() {
+    let s = store();
+    let v = available_vol(&s, "p", 1, false);
+    let instance = new_uuid().expect("uuid");
+    let a = reserve(&s, &v, Some(&instance)).expect("reserved");
+    assert_eq!(
+        (a.attach_status.as_str(), a.project_id.as_str()),
+        ("reserved", "p")
+    );
+    assert_eq!(a.connector, None);
+    assert_eq!(status_of(&s, &v.id), pair("reserved", "reserved"));
+
+    // The connector arrives: exported, attaching.
+    let connector =
+        serde_json::json!({"host": "compute1", "initiator": "iqn.1994-05.com.redhat:c1"});
+    let info = serde_json::json!({"driver_volume_type": "iscsi", "data": {"target_lun": 0}});
+    let a = s
+        .update_attachment(
+            &a.id,
+            &["reserved"],
+            &AttachmentChange {
+                attach_status: Some("attaching".into()),
+                connector: Some(Some(connector.clone())),
+                connection_info: Some(Some(info.clone())),
+                attached_host: Some(Some("compute1".into())),
+                mountpoint: Some(Some("/dev/vdb".into())),
+                ..AttachmentChange::default()
+            },
+        )
+        .expect("attaching");
+    assert_eq!(a.connector.as_ref(), Some(&connector));
+    assert_eq!(a.connection_info.as_ref(), Some(&info));
+    assert_eq!(a.attach_time, None);
+    assert_eq!(status_of(&s, &v.id), pair("attaching", "attaching"));
+    // Compare-and-swap on the attachment's status.
+    assert!(matches!(
+        s.update_attachment(&a.id, &["reserved"], &att("attached")),
+        Err(DbError::Conflict { .. })
+    ));
+    assert!(matches!(
+        s.update_attachment(&a.id, &[], &att("bogus")),
+        Err(DbError::Invalid(_))
+    ));
+    // os-complete.
+    let a = s
+        .update_attachment(&a.id, &["attaching"], &att("attached"))
+        .expect("attached");
+    assert!(a.attach_time.is_some());
+    assert_eq!(status_of(&s, &v.id), pair("in-use", "attached"));
+    assert_eq!(s.get_attachment(&a.id).expect("get"), a);
+    assert_eq!(s.attachments_of(&v.id).expect("of"), vec![a.clone()]);
+
+    // Attached: a second attachment and the volume's deletion are refused.
+    assert!(matches!(
+        reserve(&s, &v, Some(&new_uuid().expect("uuid"))),
+        Err(DbError::Conflict { .. })
+    ));
+    let e = s.destroy_volume(&v.id, &[]).expect_err("attached");
+    assert!(
+        matches!(e, DbError::InUse { .. }) && e.to_string().contains(&a.id),
+        "{e}"
+    );
+
+    // Detach.
+    s.update_attachment(&a.id, &["attached"], &att("detaching"))
+        .expect("detaching");
+    assert_eq!(status_of(&s, &v.id), pair("detaching", "detaching"));
+    let after = s
+        .delete_attachment(&a.id, &["detaching", "attached"])
+        .expect("deleted");
+    assert_eq!(
+        (after.status.as_str(), after.attach_status.as_str()),
+        ("available", "detached")
+    );
+    assert!(matches!(
+        s.get_attachment(&a.id),
+        Err(DbError::NotFound { .. })
+    ));
+    assert!(s.attachments_of(&v.id).expect("of").is_empty());
+    assert!(matches!(
+        s.delete_attachment(&a.id, &[]),
+        Err(DbError::NotFound { .. })
+    ));
+    s.destroy_volume(&v.id, &["available"])
+        .expect("destroyed once detached");
+}
+
+#[test]
+fn multiattach_volumes_take_several_attachments_and_others_one() {
+    let s = store();
+    let v = available_vol(&s, "p", 1, true);
+    let a1 = reserve(&s, &v, Some(&new_uuid().expect("uuid"))).expect("first");
+    s.update_attachment(&a1.id, &[], &att("attaching"))
+        .expect("attaching");
+    s.update_attachment(&a1.id, &[], &att("attached"))
+        .expect("attached");
+    assert_eq!(status_of(&s, &v.id), pair("in-use", "attached"));
+    // A second reservation: the attached one still decides.
+    let a2 = reserve(&s, &v, Some(&new_uuid().expect("uuid"))).expect("second");
+    assert_eq!(status_of(&s, &v.id), pair("in-use", "attached"));
+    // The first goes: the reserved one decides.
+    s.delete_attachment(&a1.id, &[]).expect("first gone");
+    assert_eq!(status_of(&s, &v.id), pair("reserved", "reserved"));
+    // Failed attachments hold nothing.
+    s.update_attachment(&a2.id, &["reserved"], &att("error_attaching"))
+        .expect("failed");
+    assert_eq!(status_of(&s, &v.id), pair("available", "detached"));
+    let page = s
+        .list_attachments(&ListQuery::project("p").filter(
+            Field::VolumeId,
+            FilterOp::Eq,
+            Val::Text(v.id.clone()),
+        ))
+        .expect("list");
+    assert_eq!(page.count, 1);
+    assert_eq!(page.items[0].attach_status, "error_attaching");
+    // ... and do not stop the volume's deletion, which takes them along.
+    s.destroy_volume(&v.id, &["available"]).expect("destroyed");
+    assert!(s.attachments_of(&v.id).expect("of").is_empty());
+    assert!(matches!(
+        s.get_attachment(&a2.id),
+        Err(DbError::NotFound { .. })
+    ));
+
+    // Not multiattach: a second holder is refused even when the caller's statuses allow it,
+    // unless it is for the same instance (Nova moving it).
+    let w = available_vol(&s, "p", 1, false);
+    let instance = new_uuid().expect("uuid");
+    let b1 = reserve(&s, &w, Some(&instance)).expect("first");
+    let wide = ["available", "in-use", "reserved", "attaching"];
+    let other = NewAttachment {
+        id: new_uuid().expect("uuid"),
+        volume_id: w.id.clone(),
+        instance_uuid: Some(new_uuid().expect("uuid")),
+        attach_mode: "ro".into(),
+        ..NewAttachment::default()
+    };
+    let e = s.reserve_attachment(&other, &wide).expect_err("second");
+    assert!(
+        matches!(e, DbError::InUse { .. }) && e.to_string().contains("not multiattach"),
+        "{e}"
+    );
+    let same = NewAttachment {
+        instance_uuid: Some(instance.clone()),
+        ..other.clone()
+    };
+    let b2 = s.reserve_attachment(&same, &wide).expect("same instance");
+    assert_eq!(b2.attach_mode, "ro");
+    assert_eq!(s.attachments_of(&w.id).expect("of").len(), 2);
+    assert_eq!(
+        s.list_attachments(&ListQuery::default().filter(
+            Field::InstanceUuid,
+            FilterOp::Eq,
+            Val::Text(instance),
+        ))
+        .expect("by instance")
+        .count,
+        2
+    );
+    assert_eq!(
+        s.list_attachments(&ListQuery::project("q"))
+            .expect("other project")
+            .count,
+        0
+    );
+    let _ = b1;
+    // Bad input.
+    let mut bad = other.clone();
+    bad.id = new_uuid().expect("uuid");
+    bad.attach_mode = "rx".into();
+    assert!(matches!(
+        s.reserve_attachment(&bad, &[]),
+        Err(DbError::Invalid(_))
+    ));
+    bad.attach_mode = "rw".into();
+    bad.instance_uuid = Some("not-a-uuid".into());
+    assert!(matches!(
+        s.reserve_attachment(&bad, &[]),
+        Err(DbError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.reserve_attachment(&same, &wide),
+        Err(DbError::Duplicate { .. })
+    ));
+}
+
+#[test]
+fn attachments_refuse_error_and_busy_volumes_and_spare_other_operations() {
+    let s = store();
+    let v = available_vol(&s, "p", 1, false);
+    for status in ["error", "error_extending", "extending", "maintenance"] {
+        s.update_volume(&v.id, &[], &to(status)).expect("status");
+        match reserve(&s, &v, None) {
+            Err(DbError::Conflict { current, .. }) => assert_eq!(current, status),
+            other => panic!("{status}: expected a conflict, got {other:?}"),
+        }
+        // Not even with any status accepted, for the error ones.
+        if status.contains("error") {
+            let any = s.reserve_attachment(
+                &NewAttachment {
+                    id: new_uuid().expect("uuid"),
+                    volume_id: v.id.clone(),
+                    attach_mode: "rw".into(),
+                    ..NewAttachment::default()
+                },
+                &[],
+            );
+            assert!(matches!(any, Err(DbError::Conflict { .. })), "{any:?}");
+        }
+    }
+    assert!(s.attachments_of(&v.id).expect("of").is_empty());
+    assert!(matches!(
+        reserve(
+            &s,
+            &Volume {
+                id: new_uuid().expect("uuid"),
+                ..v.clone()
+            },
+            None
+        ),
+        Err(DbError::NotFound { .. })
+    ));
+
+    // An extend of an attached volume: its status is the extend's, and what the extend
+    // restores follows the attachments.
+    s.update_volume(&v.id, &[], &to("available"))
+        .expect("available");
+    let a = reserve(&s, &v, None).expect("reserved");
+    s.update_attachment(&a.id, &[], &att("attached"))
+        .expect("attached");
+    let r = s.begin_extend(&v.id, &["in-use"], 2).expect("extending");
+    let after = s.delete_attachment(&a.id, &[]).expect("detached");
+    assert_eq!(
+        (
+            after.status.as_str(),
+            after.attach_status.as_str(),
+            after.previous_status.as_deref()
+        ),
+        ("extending", "detached", Some("available"))
+    );
+    s.finish_extend(&v.id, &r, Some(2), "available")
+        .expect("extended");
+    // A migration under way keeps its status when the last attachment goes.
+    let b = reserve(&s, &v, None).expect("reserved");
+    s.update_volume(
+        &v.id,
+        &[],
+        &VolumeChange {
+            migration_status: Some(Some("migrating".into())),
+            ..VolumeChange::default()
+        },
+    )
+    .expect("migrating");
+    let after = s.delete_attachment(&b.id, &["reserved"]).expect("gone");
+    assert_eq!(
+        (after.status.as_str(), after.attach_status.as_str()),
+        ("reserved", "detached")
+    );
+}
+
+fn transfer_of(v: &Volume, no_snapshots: bool) -> NewTransfer {
+    NewTransfer {
+        id: new_uuid().expect("uuid"),
+        volume_id: v.id.clone(),
+        name: Some("gift".into()),
+        salt: "s4lts4lt".into(),
+        crypt_hash: "0123456789abcdef0123456789abcdef01234567".into(),
+        source_project_id: v.project_id.clone(),
+        no_snapshots,
+    }
+}
+
+fn snapshot_of(s: &SqliteStore, v: &Volume) -> Snapshot {
+    let snap = s
+        .create_snapshot(
+            &NewSnapshot {
+                id: new_uuid().expect("uuid"),
+                project_id: v.project_id.clone(),
+                user_id: "u".into(),
+                volume_id: v.id.clone(),
+                use_quota: true,
+                ..NewSnapshot::default()
+            },
+            &["available"],
+        )
+        .expect("snapshot");
+    s.update_snapshot(&snap.id, &["creating"], &{
+        SnapshotChange {
+            status: Some("available".into()),
+            ..SnapshotChange::default()
+        }
+    })
+    .expect("available")
+}
+
+#[test]
+fn transfers_move_the_volume_its_snapshots_and_their_quota() {
+    let s = store();
+    let t = s
+        .create_volume_type("fast", None, true, &BTreeMap::new())
+        .expect("type");
+    let mut nv = new_vol("src", 4);
+    nv.volume_type_id = Some(t.id.clone());
+    let v = s.create_volume(&nv).expect("created");
+    // Only available volumes.
+    assert!(matches!(
+        s.create_transfer(&transfer_of(&v, false)),
+        Err(DbError::Conflict { .. })
+    ));
+    let v = s
+        .update_volume(&v.id, &[], &to("available"))
+        .expect("available");
+    let snap = snapshot_of(&s, &v);
+    // A snapshot that is not available stops it, unless the snapshots stay.
+    s.update_snapshot(
+        &snap.id,
+        &[],
+        &SnapshotChange {
+            status: Some("creating".into()),
+            ..SnapshotChange::default()
+        },
+    )
+    .expect("busy");
+    match s.create_transfer(&transfer_of(&v, false)) {
+        Err(DbError::Conflict { kind, id, .. }) => {
+            assert_eq!((kind, id), ("snapshot", snap.id.clone()))
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(status_of(&s, &v.id).0, "available");
+    s.update_snapshot(
+        &snap.id,
+        &[],
+        &SnapshotChange {
+            status: Some("available".into()),
+            ..SnapshotChange::default()
+        },
+    )
+    .expect("available");
+    // Someone else's volume is not found.
+    let mut foreign = transfer_of(&v, false);
+    foreign.source_project_id = "dst".into();
+    assert!(matches!(
+        s.create_transfer(&foreign),
+        Err(DbError::NotFound { .. })
+    ));
+
+    // Offer, withdraw.
+    let tr = s.create_transfer(&transfer_of(&v, false)).expect("offered");
+    assert_eq!(status_of(&s, &v.id).0, "awaiting-transfer");
+    assert!(!tr.accepted && tr.destination_project_id.is_none());
+    assert_eq!(s.get_transfer(&tr.id).expect("get"), tr);
+    assert!(matches!(
+        s.create_transfer(&transfer_of(&v, false)),
+        Err(DbError::Conflict { .. })
+    ));
+    assert_eq!(
+        s.list_transfers(&ListQuery::project("src"))
+            .expect("list")
+            .items,
+        vec![tr.clone()]
+    );
+    assert_eq!(
+        s.list_transfers(&ListQuery::project("dst"))
+            .expect("list")
+            .count,
+        0
+    );
+    s.delete_transfer(&tr.id).expect("withdrawn");
+    assert_eq!(status_of(&s, &v.id).0, "available");
+    assert!(matches!(
+        s.get_transfer(&tr.id),
+        Err(DbError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.accept_transfer(&tr.id, "dst", "u2"),
+        Err(DbError::NotFound { .. })
+    ));
+
+    // Over the destination's quota: nothing changes.
+    let tr = s.create_transfer(&transfer_of(&v, false)).expect("offered");
+    s.set_quota_limit("dst", "gigabytes", 7).expect("limit");
+    let e = s
+        .accept_transfer(&tr.id, "dst", "u2")
+        .expect_err("4 + 4 > 7");
+    assert!(
+        matches!(&e, DbError::OverQuota { resource, requested: 8, .. } if resource == "gigabytes"),
+        "{e}"
+    );
+    assert_eq!(status_of(&s, &v.id).0, "awaiting-transfer");
+    assert_eq!(s.get_volume(&v.id).expect("volume").project_id, "src");
+    assert_eq!(s.get_snapshot(&snap.id).expect("snap").project_id, "src");
+    assert_eq!(used(&s, "src", "gigabytes"), (8, 0));
+    assert_eq!(used(&s, "dst", "gigabytes"), (0, 0));
+    assert_eq!(s.get_transfer(&tr.id).expect("still offered"), tr);
+
+    // Within it: everything moves.
+    s.set_quota_limit("dst", "gigabytes", 8).expect("limit");
+    let (done, moved) = s.accept_transfer(&tr.id, "dst", "u2").expect("accepted");
+    assert!(done.accepted);
+    assert_eq!(done.destination_project_id.as_deref(), Some("dst"));
+    assert_eq!(
+        (
+            moved.status.as_str(),
+            moved.project_id.as_str(),
+            moved.user_id.as_str()
+        ),
+        ("available", "dst", "u2")
+    );
+    let snap = s.get_snapshot(&snap.id).expect("snap");
+    assert_eq!(
+        (snap.project_id.as_str(), snap.user_id.as_str()),
+        ("dst", "u2")
+    );
+    for (r, n) in [
+        ("volumes", 1),
+        ("gigabytes", 8),
+        ("snapshots", 1),
+        ("volumes_fast", 1),
+        ("gigabytes_fast", 8),
+        ("snapshots_fast", 1),
+    ] {
+        assert_eq!(used(&s, "dst", r), (n, 0), "{r}");
+        assert_eq!(used(&s, "src", r), (0, 0), "{r}");
+    }
+    assert!(matches!(
+        s.get_transfer(&tr.id),
+        Err(DbError::NotFound { .. })
+    ));
+    for p in ["src", "dst"] {
+        assert!(s.audit_usage(p).expect("audit").is_empty(), "{p}");
+    }
+
+    // Without its snapshots: only the volume moves; they stay with their project.
+    let tr = s
+        .create_transfer(&{
+            let mut n = transfer_of(&moved, true);
+            n.name = None;
+            n
+        })
+        .expect("offered");
+    assert!(tr.no_snapshots);
+    let (_, back) = s.accept_transfer(&tr.id, "third", "u3").expect("accepted");
+    assert_eq!(back.project_id, "third");
+    assert_eq!(s.get_snapshot(&snap.id).expect("snap").project_id, "dst");
+    assert_eq!(used(&s, "third", "volumes"), (1, 0));
+    assert_eq!(used(&s, "third", "gigabytes"), (4, 0));
+    assert_eq!(used(&s, "dst", "gigabytes"), (4, 0));
+    assert_eq!(used(&s, "dst", "snapshots"), (1, 0));
+    // A later transfer does not take snapshots its project does not own.
+    let tr = s
+        .create_transfer(&transfer_of(&back, false))
+        .expect("offered");
+    s.accept_transfer(&tr.id, "fourth", "u4").expect("accepted");
+    assert_eq!(s.get_snapshot(&snap.id).expect("snap").project_id, "dst");
+    for p in ["src", "dst", "third", "fourth"] {
+        assert!(s.audit_usage(p).expect("audit").is_empty(), "{p}");
+    }
+    // A destroyed volume withdraws its transfer.
+    let w = available_vol(&s, "src", 1, false);
+    let tr = s.create_transfer(&transfer_of(&w, false)).expect("offered");
+    s.destroy_volume(&w.id, &[]).expect("force-destroyed");
+    assert!(matches!(
+        s.get_transfer(&tr.id),
+        Err(DbError::NotFound { .. })
+    ));
+    let e = s.accept_transfer(&tr.id, "dst", "u").expect_err("gone");
+    assert!(matches!(e, DbError::NotFound { .. }), "{e}");
+}
+
+fn message(project: &str, resource: &str, event: &str, expires: Timestamp) -> NewMessage {
+    NewMessage {
+        id: new_uuid().expect("uuid"),
+        project_id: project.to_owned(),
+        request_id: Some(format!("req-{}", new_uuid().expect("uuid"))),
+        resource_type: "VOLUME".into(),
+        resource_uuid: Some(resource.to_owned()),
+        event_id: event.to_owned(),
+        message_level: "ERROR".into(),
+        user_message: "schedule allocate volume: Could not find any available weighted backend."
+            .into(),
+        expires_at: expires,
+    }
+}
+
+#[test]
+fn messages_are_listed_filtered_paged_and_reaped() {
+    let s = store();
+    let now = Timestamp::now();
+    let (r1, r2) = (new_uuid().expect("uuid"), new_uuid().expect("uuid"));
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let r = if i % 2 == 0 { &r1 } else { &r2 };
+        let ev = if i < 5 {
+            "VOLUME_000001"
+        } else {
+            "VOLUME_000002"
+        };
+        // Two of them expire within the hour, the others in 30 days.
+        let ttl = if i < 2 { 3600 } else { 2_592_000 };
+        let m = s
+            .create_message(&message("p", r, ev, now.plus_secs(ttl)))
+            .expect("created");
+        ids.push(m.id);
+    }
+    s.create_message(&message("q", &r1, "VOLUME_000001", now.plus_secs(60)))
+        .expect("another project's");
+    let m = s.get_message(&ids[0]).expect("get");
+    assert_eq!(
+        (
+            m.project_id.as_str(),
+            m.resource_uuid.as_deref(),
+            m.event_id.as_str()
+        ),
+        ("p", Some(r1.as_str()), "VOLUME_000001")
+    );
+    assert!(m.created_at >= now && m.expires_at == now.plus_secs(3600));
+    let count = |q: ListQuery| s.list_messages(&q).expect("list").count;
+    assert_eq!(count(ListQuery::project("p")), 7);
+    assert_eq!(count(ListQuery::default()), 8);
+    assert_eq!(
+        count(ListQuery::project("p").filter(
+            Field::ResourceUuid,
+            FilterOp::Eq,
+            Val::Text(r1.clone())
+        )),
+        4
+    );
+    assert_eq!(
+        count(ListQuery::project("p").filter(
+            Field::EventId,
+            FilterOp::Eq,
+            Val::Text("VOLUME_000002".into())
+        )),
+        2
+    );
+    assert_eq!(
+        count(
+            ListQuery::project("p")
+                .filter(
+                    Field::ResourceType,
+                    FilterOp::Eq,
+                    Val::Text("VOLUME".into())
+                )
+                .filter(Field::MessageLevel, FilterOp::Eq, Val::Text("ERROR".into()))
+        ),
+        7
+    );
+    assert_eq!(
+        count(ListQuery::project("p").filter(
+            Field::RequestId,
+            FilterOp::Eq,
+            Val::Text(m.request_id.clone().expect("request"))
+        )),
+        1
+    );
+    assert!(matches!(
+        s.list_messages(&ListQuery::project("p").filter(
+            Field::Status,
+            FilterOp::Eq,
+            Val::Text("x".into())
+        )),
+        Err(DbError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.list_messages(&ListQuery::project("p").filter(
+            Field::Metadata("k".into()),
+            FilterOp::Eq,
+            Val::Text("x".into())
+        )),
+        Err(DbError::Invalid(_))
+    ));
+    // Pages, newest first by default.
+    let mut seen = Vec::new();
+    let mut marker = None;
+    loop {
+        let mut q = ListQuery::project("p");
+        q.limit = Some(3);
+        q.marker = marker.clone();
+        let page = s.list_messages(&q).expect("page");
+        if page.items.is_empty() {
+            break;
+        }
+        marker = page.items.last().map(|m| m.id.clone());
+        seen.extend(page.items.into_iter().map(|m| m.id));
+    }
+    let all: Vec<String> = s
+        .list_messages(&ListQuery::project("p"))
+        .expect("all")
+        .items
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(seen, all);
+    assert_eq!(seen.len(), 7);
+    // Delete, reap.
+    s.delete_message(&ids[6]).expect("deleted");
+    assert!(matches!(
+        s.get_message(&ids[6]),
+        Err(DbError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.delete_message(&ids[6]),
+        Err(DbError::NotFound { .. })
+    ));
+    assert_eq!(count(ListQuery::project("p")), 6);
+    assert_eq!(s.reap_messages(now).expect("reap"), 0);
+    assert_eq!(s.reap_messages(now.plus_secs(7200)).expect("reap"), 3);
+    assert_eq!(count(ListQuery::project("p")), 4);
+    assert_eq!(count(ListQuery::project("q")), 0);
+    // Bad input.
+    let mut bad = message("p", &r1, "VOLUME_000001", now);
+    bad.event_id = String::new();
+    assert!(matches!(s.create_message(&bad), Err(DbError::Invalid(_))));
+    let dup = message("p", &r1, "VOLUME_000001", now.plus_secs(10));
+    s.create_message(&dup).expect("created");
+    assert!(matches!(
+        s.create_message(&dup),
+        Err(DbError::Duplicate { .. })
+    ));
+}
+
+#[test]
+fn projects_have_default_types_that_cannot_be_deleted() {
+    let s = store();
+    let fast = s
+        .create_volume_type("fast", None, true, &BTreeMap::new())
+        .expect("type");
+    let slow = s
+        .create_volume_type("slow", None, true, &BTreeMap::new())
+        .expect("type");
+    assert_eq!(s.get_default_type("p").expect("none"), None);
+    assert_eq!(s.set_default_type("p", "fast").expect("by name"), fast.id);
+    assert_eq!(s.set_default_type("q", &slow.id).expect("by id"), slow.id);
+    assert_eq!(
+        s.get_default_type("p").expect("get").as_deref(),
+        Some(fast.id.as_str())
+    );
+    // Replaced.
+    s.set_default_type("p", &slow.id).expect("replaced");
+    assert_eq!(
+        s.list_default_types().expect("list"),
+        vec![
+            ("p".to_owned(), slow.id.clone()),
+            ("q".to_owned(), slow.id.clone())
+        ]
+    );
+    assert!(matches!(
+        s.set_default_type("p", "nope"),
+        Err(DbError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.set_default_type("", &slow.id),
+        Err(DbError::Invalid(_))
+    ));
+    // Some project's default: not deletable.
+    let e = s.delete_volume_type(&slow.id).expect_err("default");
+    assert!(
+        matches!(e, DbError::InUse { .. }) && e.to_string().contains("default type of 2"),
+        "{e}"
+    );
+    s.delete_volume_type(&fast.id).expect("nobody's default");
+    assert!(s.unset_default_type("p").expect("unset"));
+    assert!(!s.unset_default_type("p").expect("again"));
+    assert!(s.delete_volume_type(&slow.id).is_err());
+    assert!(s.unset_default_type("q").expect("unset"));
+    s.delete_volume_type(&slow.id).expect("deleted");
+    assert!(s.list_default_types().expect("list").is_empty());
+}
+
+#[test]
+fn a_version_1_database_migrates_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("basalt.db");
+    let v = {
+        let s = SqliteStore::open_at_version(&path, 1).expect("open at 1");
+        assert_eq!(s.schema_version().expect("version"), 1);
+        // The version 1 operations work there; the new tables do not exist yet.
+        let v = available_vol(&s, "p", 3, false);
+        assert!(s.attachments_of(&v.id).is_err());
+        v
+    };
+    let s = SqliteStore::open(&path).expect("migrated");
+    assert_eq!(s.schema_version().expect("version"), 2);
+    assert_eq!(s.get_volume(&v.id).expect("kept"), v);
+    let a = reserve(&s, &v, None).expect("attachments now");
+    s.set_default_type(
+        "p",
+        &s.create_volume_type("t", None, true, &BTreeMap::new())
+            .expect("type")
+            .id,
+    )
+    .expect("default types now");
+    drop(s);
+    // Reopened at the newest version: nothing to do, everything there.
+    let s = SqliteStore::open(&path).expect("reopened");
+    assert_eq!(s.schema_version().expect("version"), 2);
+    assert_eq!(s.get_attachment(&a.id).expect("kept"), a);
+    assert_eq!(status_of(&s, &v.id), pair("reserved", "reserved"));
+    assert!(s.get_default_type("p").expect("default").is_some());
+    assert!(s.audit_usage("p").expect("audit").is_empty());
 }
 
 /// The child side of [`acknowledged_writes_survive_kill_9`]: creates volumes forever, printing

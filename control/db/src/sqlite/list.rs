@@ -12,8 +12,10 @@ pub(crate) struct Table {
     pub name: &'static str,
     /// What its rows are called in errors.
     pub kind: &'static str,
-    /// Its metadata table and that table's key column.
-    pub meta: (&'static str, &'static str),
+    /// The column [`ListQuery::project_id`] scopes on.
+    pub project: &'static str,
+    /// Its metadata table and that table's key column, if it has one.
+    pub meta: Option<(&'static str, &'static str)>,
     /// The column of a filter field.
     pub column: fn(&Field) -> Option<&'static str>,
     /// The expression of a sort key.
@@ -26,7 +28,7 @@ fn base_where(t: &Table, q: &ListQuery) -> Result<(String, Vec<Value>), DbError>
     let mut params = Vec::new();
     if let Some(p) = &q.project_id {
         params.push(Value::Text(p.clone()));
-        sql.push_str(&format!(" AND project_id = ?{}", params.len()));
+        sql.push_str(&format!(" AND {} = ?{}", t.project, params.len()));
     }
     for (field, op, val) in &q.filters {
         let v = match val {
@@ -50,10 +52,12 @@ fn base_where(t: &Table, q: &ListQuery) -> Result<(String, Vec<Value>), DbError>
             ""
         };
         if let Field::Metadata(key) = field {
+            let (mt, fk) = t.meta.ok_or_else(|| {
+                DbError::Invalid(format!("{} have no metadata to filter by", t.kind))
+            })?;
             params.push(Value::Text(key.clone()));
             let k = params.len();
             params.push(v);
-            let (mt, fk) = t.meta;
             sql.push_str(&format!(
                 " AND EXISTS (SELECT 1 FROM {mt} m WHERE m.{fk} = {}.id AND m.key = ?{k} AND m.value {opsql} ?{}{esc})",
                 t.name,

@@ -1,11 +1,14 @@
 //! [`SqliteStore`]: the metadata store on embedded SQLite.
 
+mod attachments;
 mod exports;
 mod list;
+mod messages;
 mod quotas;
 mod schema;
 mod services;
 mod snapshots;
+mod transfers;
 mod types;
 mod volumes;
 
@@ -17,8 +20,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::model::{
-    Export, Metadata, NewSnapshot, NewVolume, QuotaUsage, Resource, Service, Snapshot,
-    SnapshotChange, Timestamp, Volume, VolumeChange, VolumeType,
+    Attachment, AttachmentChange, Export, Message, Metadata, NewAttachment, NewMessage,
+    NewSnapshot, NewTransfer, NewVolume, QuotaUsage, Resource, Service, Snapshot, SnapshotChange,
+    Timestamp, Transfer, Volume, VolumeChange, VolumeType,
 };
 use crate::query::{ListQuery, Page};
 use crate::{DbError, MetadataStore, Reservation};
@@ -40,7 +44,20 @@ impl SqliteStore {
     /// The file cannot be opened, is not a database, or was written by a newer Basalt.
     pub fn open(path: &Path) -> Result<SqliteStore, DbError> {
         let conn = Connection::open(path)?;
-        Self::setup(conn, true)
+        Self::setup(conn, true, schema::MIGRATIONS.len())
+    }
+
+    /// Opens the database at `path` migrating it only up to schema `version`: a database as
+    /// an older Basalt leaves it, for migration tests.
+    #[cfg(test)]
+    pub(crate) fn open_at_version(path: &Path, version: usize) -> Result<SqliteStore, DbError> {
+        let conn = Connection::open(path)?;
+        Self::setup(conn, true, version.min(schema::MIGRATIONS.len()))
+    }
+
+    /// The newest schema version this code knows.
+    pub fn known_schema_version() -> i64 {
+        i64::try_from(schema::MIGRATIONS.len()).unwrap_or(i64::MAX)
     }
 
     /// A database in memory (tests, benchmarks).
@@ -48,10 +65,14 @@ impl SqliteStore {
     /// # Errors
     /// SQLite failed.
     pub fn in_memory() -> Result<SqliteStore, DbError> {
-        Self::setup(Connection::open_in_memory()?, false)
+        Self::setup(
+            Connection::open_in_memory()?,
+            false,
+            schema::MIGRATIONS.len(),
+        )
     }
 
-    fn setup(mut conn: Connection, file: bool) -> Result<SqliteStore, DbError> {
+    fn setup(mut conn: Connection, file: bool, target: usize) -> Result<SqliteStore, DbError> {
         conn.busy_timeout(Duration::from_secs(5))?;
         if file {
             let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -62,7 +83,7 @@ impl SqliteStore {
             }
         }
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
-        migrate(&mut conn)?;
+        migrate(&mut conn, target)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
@@ -118,8 +139,9 @@ impl SqliteStore {
     }
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), DbError> {
-    let known = i64::try_from(schema::MIGRATIONS.len()).unwrap_or(i64::MAX);
+/// Applies the migrations the database lacks, up to schema `target`.
+fn migrate(conn: &mut Connection, target: usize) -> Result<(), DbError> {
+    let known = SqliteStore::known_schema_version();
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > known {
         return Err(DbError::SchemaTooNew { found, known });
@@ -127,6 +149,7 @@ fn migrate(conn: &mut Connection) -> Result<(), DbError> {
     for (i, sql) in schema::MIGRATIONS
         .iter()
         .enumerate()
+        .take(target)
         .skip(usize::try_from(found).unwrap_or(0))
     {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
@@ -392,6 +415,100 @@ impl MetadataStore for SqliteStore {
 
     fn delete_volume_type(&self, id: &str) -> Result<(), DbError> {
         self.write(|tx| types::delete(tx, id))
+    }
+
+    fn set_default_type(&self, project: &str, type_id: &str) -> Result<String, DbError> {
+        self.write(|tx| types::set_default(tx, project, type_id))
+    }
+
+    fn get_default_type(&self, project: &str) -> Result<Option<String>, DbError> {
+        self.read(|c| types::get_default(c, project))
+    }
+
+    fn list_default_types(&self) -> Result<Vec<(String, String)>, DbError> {
+        self.read(types::list_defaults)
+    }
+
+    fn unset_default_type(&self, project: &str) -> Result<bool, DbError> {
+        self.write(|tx| types::unset_default(tx, project))
+    }
+
+    fn reserve_attachment(
+        &self,
+        new: &NewAttachment,
+        volume_expected: &[&str],
+    ) -> Result<Attachment, DbError> {
+        self.write(|tx| attachments::reserve(tx, new, volume_expected, Timestamp::now()))
+    }
+
+    fn get_attachment(&self, id: &str) -> Result<Attachment, DbError> {
+        self.read(|c| attachments::get(c, id))
+    }
+
+    fn list_attachments(&self, q: &ListQuery) -> Result<Page<Attachment>, DbError> {
+        self.read(|c| attachments::list(c, q))
+    }
+
+    fn attachments_of(&self, volume_id: &str) -> Result<Vec<Attachment>, DbError> {
+        self.read(|c| attachments::of(c, volume_id))
+    }
+
+    fn update_attachment(
+        &self,
+        id: &str,
+        expected: &[&str],
+        change: &AttachmentChange,
+    ) -> Result<Attachment, DbError> {
+        self.write(|tx| attachments::update(tx, id, expected, change, Timestamp::now()))
+    }
+
+    fn delete_attachment(&self, id: &str, expected: &[&str]) -> Result<Volume, DbError> {
+        self.write(|tx| attachments::delete(tx, id, expected, Timestamp::now()))
+    }
+
+    fn create_transfer(&self, new: &NewTransfer) -> Result<Transfer, DbError> {
+        self.write(|tx| transfers::create(tx, new, Timestamp::now()))
+    }
+
+    fn get_transfer(&self, id: &str) -> Result<Transfer, DbError> {
+        self.read(|c| transfers::get(c, id))
+    }
+
+    fn list_transfers(&self, q: &ListQuery) -> Result<Page<Transfer>, DbError> {
+        self.read(|c| transfers::list(c, q))
+    }
+
+    fn delete_transfer(&self, id: &str) -> Result<(), DbError> {
+        self.write(|tx| transfers::delete(tx, id, Timestamp::now()))
+    }
+
+    fn accept_transfer(
+        &self,
+        id: &str,
+        dest_project_id: &str,
+        dest_user_id: &str,
+    ) -> Result<(Transfer, Volume), DbError> {
+        self.write(|tx| transfers::accept(tx, id, dest_project_id, dest_user_id, Timestamp::now()))
+    }
+
+    fn create_message(&self, new: &NewMessage) -> Result<Message, DbError> {
+        self.write(|tx| messages::create(tx, new, Timestamp::now()))
+    }
+
+    fn get_message(&self, id: &str) -> Result<Message, DbError> {
+        self.read(|c| messages::get(c, id))
+    }
+
+    fn list_messages(&self, q: &ListQuery) -> Result<Page<Message>, DbError> {
+        self.read(|c| messages::list(c, q))
+    }
+
+    fn delete_message(&self, id: &str) -> Result<(), DbError> {
+        self.write(|tx| messages::delete(tx, id, Timestamp::now()))
+    }
+
+    fn reap_messages(&self, now: Timestamp) -> Result<usize, DbError> {
+        self.write(|tx| messages::reap(tx, now))
     }
 
     fn quota_usage(&self, project: &str) -> Result<BTreeMap<Resource, QuotaUsage>, DbError> {

@@ -146,4 +146,66 @@ CREATE TABLE services (
     PRIMARY KEY (host, binary)
 );
 ",
+    // 2: attachments, volume transfers, user messages, per-project default volume types.
+    r"
+CREATE TABLE volume_attachments (
+    id              TEXT PRIMARY KEY,
+    volume_id       TEXT NOT NULL REFERENCES volumes(id),
+    project_id      TEXT NOT NULL,
+    instance_uuid   TEXT,
+    attached_host   TEXT,
+    mountpoint      TEXT,
+    attach_mode     TEXT NOT NULL CHECK (attach_mode IN ('rw', 'ro')),
+    attach_status   TEXT NOT NULL,
+    connector       TEXT,
+    connection_info TEXT,
+    attach_time     INTEGER,
+    detach_time     INTEGER,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER,
+    deleted         INTEGER NOT NULL DEFAULT 0,
+    deleted_at      INTEGER
+);
+CREATE INDEX volume_attachments_by_volume ON volume_attachments(volume_id) WHERE deleted = 0;
+CREATE INDEX volume_attachments_by_project ON volume_attachments(project_id, deleted, created_at);
+CREATE TABLE transfers (
+    id                     TEXT PRIMARY KEY,
+    volume_id              TEXT NOT NULL REFERENCES volumes(id),
+    name                   TEXT,
+    salt                   TEXT NOT NULL,
+    crypt_hash             TEXT NOT NULL,
+    source_project_id      TEXT NOT NULL,
+    destination_project_id TEXT,
+    accepted               INTEGER NOT NULL DEFAULT 0,
+    no_snapshots           INTEGER NOT NULL DEFAULT 0,
+    created_at             INTEGER NOT NULL,
+    updated_at             INTEGER,
+    deleted                INTEGER NOT NULL DEFAULT 0,
+    deleted_at             INTEGER
+);
+CREATE INDEX transfers_by_source ON transfers(source_project_id, deleted, created_at);
+CREATE INDEX transfers_by_volume ON transfers(volume_id) WHERE deleted = 0;
+CREATE TABLE messages (
+    id            TEXT PRIMARY KEY,
+    project_id    TEXT NOT NULL,
+    request_id    TEXT,
+    resource_type TEXT NOT NULL,
+    resource_uuid TEXT,
+    event_id      TEXT NOT NULL,
+    message_level TEXT NOT NULL,
+    user_message  TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    deleted       INTEGER NOT NULL DEFAULT 0,
+    deleted_at    INTEGER
+);
+CREATE INDEX messages_by_project ON messages(project_id, deleted, created_at);
+CREATE INDEX messages_by_expiry ON messages(expires_at);
+CREATE TABLE default_volume_types (
+    project_id     TEXT PRIMARY KEY,
+    volume_type_id TEXT NOT NULL REFERENCES volume_types(id),
+    created_at     INTEGER NOT NULL
+);
+CREATE INDEX default_volume_types_by_type ON default_volume_types(volume_type_id);
+",
 ];

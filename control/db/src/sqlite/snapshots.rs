@@ -14,7 +14,8 @@ const COLUMNS: &str = "id, project_id, user_id, volume_id, name, description, si
 const TABLE: Table = Table {
     name: "snapshots",
     kind: "snapshots",
-    meta: ("snapshot_metadata", "snapshot_id"),
+    project: "project_id",
+    meta: Some(("snapshot_metadata", "snapshot_id")),
     column: |f| match f {
         Field::Name => Some("name"),
         Field::Status => Some("status"),
@@ -26,6 +27,12 @@ const TABLE: Table = Table {
         | Field::Host
         | Field::Bootable
         | Field::VolumeTypeId
+        | Field::InstanceUuid
+        | Field::ResourceUuid
+        | Field::ResourceType
+        | Field::EventId
+        | Field::RequestId
+        | Field::MessageLevel
         | Field::Metadata(_) => None,
     },
     sort: |k| match k {
@@ -214,4 +221,20 @@ pub(crate) fn destroy(
         status: "deleted".to_owned(),
         ..s
     })
+}
+
+/// Gives a snapshot to the project (and user) its volume was transferred to; quota moves with
+/// it in the caller's transaction.
+pub(crate) fn move_to(
+    tx: &Transaction<'_>,
+    id: &str,
+    project: &str,
+    user: &str,
+    now: Timestamp,
+) -> Result<(), DbError> {
+    tx.execute(
+        "UPDATE snapshots SET project_id = ?2, user_id = ?3, updated_at = ?4 WHERE id = ?1",
+        (id, project, user, now.0),
+    )?;
+    Ok(())
 }

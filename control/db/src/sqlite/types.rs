@@ -1,4 +1,4 @@
-//! Volume types, their extra specs and access lists.
+//! Volume types, their extra specs and access lists, and projects' default types.
 
 use std::collections::BTreeMap;
 
@@ -276,6 +276,18 @@ pub(crate) fn delete(tx: &Transaction<'_>, id: &str) -> Result<(), DbError> {
             why: format!("{users} volume(s) use it"),
         });
     }
+    let projects: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM default_volume_types WHERE volume_type_id = ?1",
+        [&t.id],
+        |r| r.get(0),
+    )?;
+    if projects > 0 {
+        return Err(DbError::InUse {
+            kind: "volume type",
+            id: t.id,
+            why: format!("it is the default type of {projects} project(s)"),
+        });
+    }
     tx.execute("UPDATE volume_types SET deleted = 1 WHERE id = ?1", [&t.id])?;
     tx.execute(
         "DELETE FROM volume_type_extra_specs WHERE type_id = ?1",
@@ -283,4 +295,51 @@ pub(crate) fn delete(tx: &Transaction<'_>, id: &str) -> Result<(), DbError> {
     )?;
     tx.execute("DELETE FROM volume_type_access WHERE type_id = ?1", [&t.id])?;
     Ok(())
+}
+
+/// Makes type `id_or_name` `project`'s default (replacing any); returns the type's id.
+pub(crate) fn set_default(
+    tx: &Transaction<'_>,
+    project: &str,
+    id_or_name: &str,
+) -> Result<String, DbError> {
+    if project.is_empty() {
+        return Err(DbError::Invalid(
+            "a default type needs a project".to_owned(),
+        ));
+    }
+    let t = get(tx, id_or_name)?;
+    tx.execute(
+        "INSERT INTO default_volume_types (project_id, volume_type_id, created_at)
+         VALUES (?1, ?2, ?3)
+         ON CONFLICT (project_id) DO UPDATE SET volume_type_id = excluded.volume_type_id",
+        (project, &t.id, Timestamp::now().0),
+    )?;
+    Ok(t.id)
+}
+
+pub(crate) fn get_default(conn: &Connection, project: &str) -> Result<Option<String>, DbError> {
+    Ok(conn
+        .query_row(
+            "SELECT volume_type_id FROM default_volume_types WHERE project_id = ?1",
+            [project],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+pub(crate) fn list_defaults(conn: &Connection) -> Result<Vec<(String, String)>, DbError> {
+    let mut st = conn.prepare(
+        "SELECT project_id, volume_type_id FROM default_volume_types ORDER BY project_id",
+    )?;
+    Ok(st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?)
+}
+
+pub(crate) fn unset_default(tx: &Transaction<'_>, project: &str) -> Result<bool, DbError> {
+    Ok(tx.execute(
+        "DELETE FROM default_volume_types WHERE project_id = ?1",
+        [project],
+    )? > 0)
 }

@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, Transaction};
 
 use super::list::{self, Table};
-use super::{exists, expect_status, load_metadata, quotas, store_metadata};
+use super::{attachments, exists, expect_status, load_metadata, quotas, store_metadata, transfers};
 use crate::model::{NewVolume, Timestamp, Volume, VolumeChange, is_uuid};
 use crate::query::{Field, ListQuery, Page, SortKey};
 use crate::{DbError, Reservation};
@@ -19,7 +19,8 @@ const RESERVATION_SECS: i64 = 86_400;
 pub(crate) const TABLE: Table = Table {
     name: "volumes",
     kind: "volumes",
-    meta: ("volume_metadata", "volume_id"),
+    project: "project_id",
+    meta: Some(("volume_metadata", "volume_id")),
     column: |f| match f {
         Field::Name => Some("name"),
         Field::Status => Some("status"),
@@ -30,7 +31,14 @@ pub(crate) const TABLE: Table = Table {
         Field::VolumeTypeId => Some("volume_type_id"),
         Field::CreatedAt => Some("created_at"),
         Field::UpdatedAt => Some("updated_at"),
-        Field::VolumeId | Field::Metadata(_) => None,
+        Field::VolumeId
+        | Field::InstanceUuid
+        | Field::ResourceUuid
+        | Field::ResourceType
+        | Field::EventId
+        | Field::RequestId
+        | Field::MessageLevel
+        | Field::Metadata(_) => None,
     },
     sort: |k| match k {
         SortKey::Id => Some("id"),
@@ -270,6 +278,13 @@ pub(crate) fn destroy(
             why: format!("it has {snaps} snapshot(s)"),
         });
     }
+    if let Some(why) = attachments::blocking_destroy(tx, id)? {
+        return Err(DbError::InUse {
+            kind: "volume",
+            id: id.to_owned(),
+            why,
+        });
+    }
     let cost = costs(tx, &v)?;
     quotas::charge(tx, &v.project_id, &quotas::negate(&cost))?;
     tx.execute(
@@ -279,6 +294,8 @@ pub(crate) fn destroy(
     )?;
     tx.execute("DELETE FROM volume_metadata WHERE volume_id = ?1", [id])?;
     tx.execute("DELETE FROM exports WHERE volume_id = ?1", [id])?;
+    attachments::delete_all_of(tx, id, now)?;
+    transfers::delete_all_of(tx, id, now)?;
     Ok(Volume {
         status: "deleted".to_owned(),
         ..v
