@@ -38,7 +38,7 @@ use basalt_scheduler::{PoolId, Request, ScheduleError, Scheduler, SchedulerConfi
 pub use datapath::{AdminSocket, Datapath, DpError};
 pub use node::{NodeConfig, VolumeManager};
 pub use ring::RingDatapath;
-pub use service::{ControlConfig, ControlService};
+pub use service::{ApiSection, ControlConfig, ControlService, KeystoneSection};
 
 /// Why a control-plane operation failed.
 #[derive(Debug, displaydoc::Display, thiserror::Error)]
@@ -63,6 +63,29 @@ pub struct Control {
     nodes: RwLock<BTreeMap<String, Arc<VolumeManager>>>,
     events: Mutex<std::collections::VecDeque<(String, serde_json::Value)>>,
 }
+
+/// A volume accepted by [`Control::accept_volume`]: its row (in `creating`) and what the
+/// scheduler will be asked for.
+#[derive(Debug, Clone)]
+pub struct PendingVolume {
+    /// The row.
+    pub volume: Volume,
+    /// The placement request.
+    pub request: Request,
+}
+
+/// What an operation has been accepted as: the row in its transitional state, at the point
+/// where the API answers 202 and the rest of the work goes on.
+#[derive(Debug, Clone)]
+pub enum Accepted {
+    /// A volume.
+    Volume(Volume),
+    /// A snapshot.
+    Snapshot(basalt_db::Snapshot),
+}
+
+/// Called once when an operation is accepted.
+pub type OnAccept<'a> = &'a mut dyn FnMut(Accepted);
 
 /// Datapath events kept by [`Control::recent_events`].
 pub const MAX_EVENTS: usize = 1000;
@@ -235,6 +258,16 @@ impl Control {
     /// Refused before anything was made: over quota, unknown type or source, a source in the
     /// wrong state.
     pub fn create_volume(&self, new: &NewVolume, now: Instant) -> Result<Volume, ManagerError> {
+        let pending = self.accept_volume(new)?;
+        self.place_volume(pending, now)
+    }
+
+    /// The first half of [`Control::create_volume`], what the API answers 202 after: checks
+    /// the request and its sources and inserts the row in `creating` with its quota.
+    ///
+    /// # Errors
+    /// As [`Control::create_volume`].
+    pub fn accept_volume(&self, new: &NewVolume) -> Result<PendingVolume, ManagerError> {
         let mut req = Request {
             size_gb: new.size_gb,
             availability_zone: Some(new.availability_zone.clone()).filter(|z| !z.is_empty()),
@@ -286,7 +319,24 @@ impl Control {
             }
             req.resource_backend = Some(self.pool_of(&v)?);
         }
-        let mut v = self.db.create_volume(new)?;
+        let volume = self.db.create_volume(new)?;
+        Ok(PendingVolume {
+            volume,
+            request: req,
+        })
+    }
+
+    /// The second half of [`Control::create_volume`]: schedules the accepted volume and makes
+    /// it on a node, rescheduling on failures that allow it. Returns it `available`, or
+    /// `error` with a user message.
+    ///
+    /// # Errors
+    /// The database failed, or the row was changed under it.
+    pub fn place_volume(&self, pending: PendingVolume, now: Instant) -> Result<Volume, ManagerError> {
+        let PendingVolume {
+            volume: mut v,
+            request: mut req,
+        } = pending;
         let mut last_error = String::new();
         loop {
             let placement = match self.scheduler().schedule(&req, now) {
@@ -352,6 +402,15 @@ impl Control {
     /// # Errors
     /// Unknown, wrong state, has snapshots, or the datapath failed (`error_deleting`).
     pub fn delete_volume(&self, id: &str) -> Result<(), ManagerError> {
+        self.delete_volume_with(id, &mut |_| {})
+    }
+
+    /// [`Control::delete_volume`], calling `accepted` with the volume once it is `deleting`
+    /// (the API answers then; the datapath work goes on).
+    ///
+    /// # Errors
+    /// As [`Control::delete_volume`].
+    pub fn delete_volume_with(&self, id: &str, accepted: OnAccept<'_>) -> Result<(), ManagerError> {
         let snaps = self.db.list_snapshots(&ListQuery::default().filter(
             Field::VolumeId,
             FilterOp::Eq,
@@ -372,6 +431,7 @@ impl Control {
                 ..VolumeChange::default()
             },
         )?;
+        accepted(Accepted::Volume(v.clone()));
         match &v.host {
             None => {
                 // Never placed: nothing on any datapath.
@@ -392,6 +452,21 @@ impl Control {
         new_size_gb: u64,
         now: Instant,
     ) -> Result<Volume, ManagerError> {
+        self.extend_volume_with(id, new_size_gb, now, &mut |_| {})
+    }
+
+    /// [`Control::extend_volume`], calling `accepted` once the volume is `extending` with its
+    /// growth reserved and the pool has room.
+    ///
+    /// # Errors
+    /// As [`Control::extend_volume`].
+    pub fn extend_volume_with(
+        &self,
+        id: &str,
+        new_size_gb: u64,
+        now: Instant,
+        accepted: OnAccept<'_>,
+    ) -> Result<Volume, ManagerError> {
         let v = self.db.get_volume(id)?;
         let pool = self.pool_of(&v)?;
         let r = self
@@ -409,6 +484,7 @@ impl Control {
             return Err(ManagerError::Schedule(e));
         }
         let extending = self.db.get_volume(id)?;
+        accepted(Accepted::Volume(extending.clone()));
         self.node(&pool.host)?
             .extend_volume(&extending, &r, new_size_gb)
     }
@@ -418,9 +494,24 @@ impl Control {
     /// # Errors
     /// Over quota, the volume's state, or the datapath failed (the snapshot is `error`).
     pub fn create_snapshot(&self, new: &NewSnapshot) -> Result<basalt_db::Snapshot, ManagerError> {
+        self.create_snapshot_with(new, &["available", "in-use"], &mut |_| {})
+    }
+
+    /// [`Control::create_snapshot`] of a volume in one of `volume_expected`, calling
+    /// `accepted` with the snapshot row once it exists (`creating`, quota charged).
+    ///
+    /// # Errors
+    /// As [`Control::create_snapshot`].
+    pub fn create_snapshot_with(
+        &self,
+        new: &NewSnapshot,
+        volume_expected: &[&str],
+        accepted: OnAccept<'_>,
+    ) -> Result<basalt_db::Snapshot, ManagerError> {
         let v = self.db.get_volume(&new.volume_id)?;
         let node = self.node_of_volume(&v)?;
-        let s = self.db.create_snapshot(new, &["available", "in-use"])?;
+        let s = self.db.create_snapshot(new, volume_expected)?;
+        accepted(Accepted::Snapshot(s.clone()));
         node.create_snapshot(&s)
     }
 
@@ -429,14 +520,29 @@ impl Control {
     /// # Errors
     /// Unknown, wrong state, or the datapath failed (`error_deleting`).
     pub fn delete_snapshot(&self, id: &str) -> Result<(), ManagerError> {
+        self.delete_snapshot_with(id, &["available", "error"], &mut |_| {})
+    }
+
+    /// [`Control::delete_snapshot`] from one of `expected` (any status for a force delete),
+    /// calling `accepted` once it is `deleting`.
+    ///
+    /// # Errors
+    /// As [`Control::delete_snapshot`].
+    pub fn delete_snapshot_with(
+        &self,
+        id: &str,
+        expected: &[&str],
+        accepted: OnAccept<'_>,
+    ) -> Result<(), ManagerError> {
         let s = self.db.update_snapshot(
             id,
-            &["available", "error"],
+            expected,
             &SnapshotChange {
                 status: Some("deleting".into()),
                 ..SnapshotChange::default()
             },
         )?;
+        accepted(Accepted::Snapshot(s.clone()));
         let v = self.db.get_volume(&s.volume_id)?;
         self.node_of_volume(&v)?.delete_snapshot(&s)
     }
@@ -449,6 +555,20 @@ impl Control {
         &self,
         volume_id: &str,
         snapshot_id: &str,
+    ) -> Result<Volume, ManagerError> {
+        self.revert_volume_with(volume_id, snapshot_id, &mut |_| {})
+    }
+
+    /// [`Control::revert_volume`], calling `accepted` once the volume is `reverting` and the
+    /// snapshot `restoring`.
+    ///
+    /// # Errors
+    /// As [`Control::revert_volume`].
+    pub fn revert_volume_with(
+        &self,
+        volume_id: &str,
+        snapshot_id: &str,
+        accepted: OnAccept<'_>,
     ) -> Result<Volume, ManagerError> {
         let s = self.db.get_snapshot(snapshot_id)?;
         if s.volume_id != volume_id {
@@ -510,6 +630,7 @@ impl Control {
                 return Err(e.into());
             }
         };
+        accepted(Accepted::Volume(v.clone()));
         self.node_of_volume(&v)?.revert_volume(&v, &s)
     }
 

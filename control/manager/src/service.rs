@@ -27,6 +27,80 @@ pub struct ControlConfig {
     /// `[[node]]`: the datapath nodes.
     #[serde(default, rename = "node")]
     pub nodes: Vec<NodeSection>,
+    /// `[api]`: the Cinder v3 REST API (served by the `basalt` binary).
+    #[serde(default)]
+    pub api: ApiSection,
+}
+
+/// `[api]`: where and how the Cinder v3 API is served.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Serve the API at all.
+    pub enabled: bool,
+    /// `address:port` to listen on.
+    pub listen: String,
+    /// The URL clients reach the API on (links and the identity catalog); by default
+    /// `http://<listen>`.
+    pub public_url: Option<String>,
+    /// `noauth`, `builtin` (Basalt's own Keystone v3 subset at `/identity`) or `keystone`.
+    pub auth_strategy: String,
+    /// The built-in identity's database (default: `identity.db` beside the metadata store).
+    pub identity_database: Option<PathBuf>,
+    /// A policy file (YAML or JSON) overriding Cinder's default rules.
+    pub policy_file: Option<PathBuf>,
+    /// Protocol attachments use when a connector allows both: `iscsi` or `nvmeof`.
+    pub default_protocol: String,
+    /// Seconds a built-in identity token lives.
+    pub token_ttl_secs: u64,
+    /// `[api.keystone]`: the external Keystone, for `auth_strategy = "keystone"`.
+    pub keystone: Option<KeystoneSection>,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            enabled: true,
+            listen: "127.0.0.1:8776".into(),
+            public_url: None,
+            auth_strategy: "builtin".into(),
+            identity_database: None,
+            policy_file: None,
+            default_protocol: "iscsi".into(),
+            token_ttl_secs: 3600,
+            keystone: None,
+        }
+    }
+}
+
+/// `[api.keystone]`: the service credentials tokens are validated with.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeystoneSection {
+    /// Keystone's v3 URL, e.g. `http://keystone/identity/v3`.
+    pub auth_url: String,
+    /// Service user.
+    pub username: String,
+    /// Its password.
+    pub password: String,
+    /// Its project.
+    pub project_name: String,
+    /// The user's domain (name).
+    #[serde(default = "default_domain")]
+    pub user_domain: String,
+    /// The project's domain (name).
+    #[serde(default = "default_domain")]
+    pub project_domain: String,
+    /// Seconds a validated token is cached.
+    #[serde(default = "default_cache")]
+    pub cache_ttl_secs: u64,
+}
+
+fn default_domain() -> String {
+    "Default".into()
+}
+fn default_cache() -> u64 {
+    300
 }
 
 /// `[control]`.
@@ -134,6 +208,23 @@ impl ControlConfig {
                     n.host
                 )));
             }
+        }
+        if !["noauth", "builtin", "keystone"].contains(&cfg.api.auth_strategy.as_str()) {
+            return Err(ManagerError::Invalid(format!(
+                "[api] auth_strategy must be noauth, builtin or keystone, not {:?}",
+                cfg.api.auth_strategy
+            )));
+        }
+        if cfg.api.auth_strategy == "keystone" && cfg.api.keystone.is_none() {
+            return Err(ManagerError::Invalid(
+                "[api] auth_strategy = \"keystone\" needs an [api.keystone] table".into(),
+            ));
+        }
+        if !["iscsi", "nvmeof"].contains(&cfg.api.default_protocol.as_str()) {
+            return Err(ManagerError::Invalid(format!(
+                "[api] default_protocol must be iscsi or nvmeof, not {:?}",
+                cfg.api.default_protocol
+            )));
         }
         if cfg.control.stats_interval_secs == 0 {
             return Err(ManagerError::Invalid(
@@ -328,6 +419,9 @@ iscsi_portal = "127.0.0.1:3260"
             "[[node]]\nhost = \"a\"\nadmin_socket = \"s\"\nmax_over_subscription_ratio = 0.5\n",
             "[[node]]\nhost = \"a\"\nadmin_socket = \"s\"\nreserved_percentage = 100\n",
             "[control]\nstats_interval_secs = 0\n",
+            "[api]\nauth_strategy = \"magic\"\n",
+            "[api]\nauth_strategy = \"keystone\"\n",
+            "[api]\ndefault_protocol = \"fc\"\n",
             "[[node]]\nhost = \"a\"\n",
             "[[node]]\nhost = \"a\"\nadmin_socket = \"s\"\nring_socket = \"r\"\n",
         ] {
