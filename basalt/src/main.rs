@@ -31,21 +31,32 @@ enum Command {
     /// (`<data-dir>/pool.img`) and a datapath configuration (`<data-dir>/datapath.toml`) that
     /// you may edit; then runs the datapath in the foreground until Ctrl-C or SIGTERM.
     ///
-    /// Today `up` runs the datapath (the engine, the pool, a volume store on it (`pool`), an
-    /// iSCSI portal on 127.0.0.1:3260, NVMe/TCP on 127.0.0.1:4420 and the admin socket
-    /// `<data-dir>/datapath.sock`) and the control plane (the metadata store
+    /// `up` runs the datapath (the engine, the pool, a volume store on it (`pool`), an iSCSI
+    /// portal on 127.0.0.1:3260, NVMe/TCP on 127.0.0.1:4420 and the admin socket
+    /// `<data-dir>/datapath.sock`), the control plane (the metadata store
     /// `<data-dir>/basalt.db`, the scheduler and the volume manager of this node, configured
-    /// in `<data-dir>/control.toml`). The NBD target and the Cinder-compatible API join them
-    /// as they land.
+    /// in `<data-dir>/control.toml`) and the Cinder v3 API on 127.0.0.1:8776 with the
+    /// built-in identity at /identity/v3. The bootstrap admin's credentials are written to
+    /// `<data-dir>/admin-openrc`: `source basalt-data/admin-openrc && openstack volume list`.
+    /// The NBD target joins them when it lands.
     Up(UpArgs),
 
     /// Run the control plane in the foreground until Ctrl-C or SIGTERM.
     ///
     /// It opens the metadata store, takes on the datapath nodes listed in the configuration
     /// (see docs/operations.md), finishes or undoes operations a restart interrupted,
-    /// restores the nodes' exports, and every stats interval gathers their pool reports for
-    /// the scheduler.
+    /// restores the nodes' exports, every stats interval gathers their pool reports for the
+    /// scheduler, and serves the Cinder v3 API as its [api] table says (127.0.0.1:8776 with
+    /// the built-in identity by default).
     Control(ControlArgs),
+
+    /// Manage the built-in identity's users, projects and roles (a Keystone v3 subset).
+    ///
+    /// Works on the identity database directly, also while the API runs. Example:
+    /// `basalt identity project create demo`, `basalt identity user create alice --password
+    /// secret --project demo`, `basalt identity role add alice demo member`.
+    #[command(subcommand)]
+    Identity(IdentityCommand),
 
     /// Run the datapath daemon in the foreground until Ctrl-C or SIGTERM.
     ///
@@ -73,6 +84,197 @@ struct ControlArgs {
     /// Configuration file (TOML): [control] and one [[node]] table per datapath.
     #[arg(long, short, value_name = "FILE")]
     config: PathBuf,
+}
+
+/// `basalt identity ...`.
+#[derive(Debug, Subcommand)]
+enum IdentityCommand {
+    /// Projects.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Role assignments.
+    #[command(subcommand)]
+    Role(RoleCommand),
+}
+
+/// Where the identity database is.
+#[derive(Debug, Args)]
+struct IdentityDb {
+    /// The identity database (`[api] identity_database`).
+    #[arg(long, default_value = "basalt-data/identity.db", value_name = "PATH")]
+    database: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectCommand {
+    /// Create a project.
+    Create {
+        /// Its name.
+        name: String,
+        /// A description.
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        db: IdentityDb,
+    },
+    /// List projects.
+    List {
+        #[command(flatten)]
+        db: IdentityDb,
+    },
+    /// Delete a project (by name or id).
+    Delete {
+        /// Name or id.
+        project: String,
+        #[command(flatten)]
+        db: IdentityDb,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user.
+    Create {
+        /// Its name.
+        name: String,
+        /// Its password.
+        #[arg(long)]
+        password: String,
+        /// Its default project (name or id).
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        db: IdentityDb,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        db: IdentityDb,
+    },
+    /// Set a user's password.
+    SetPassword {
+        /// Name or id.
+        user: String,
+        /// The new password.
+        #[arg(long)]
+        password: String,
+        #[command(flatten)]
+        db: IdentityDb,
+    },
+    /// Delete a user (by name or id).
+    Delete {
+        /// Name or id.
+        user: String,
+        #[command(flatten)]
+        db: IdentityDb,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RoleCommand {
+    /// Give a user a role on a project (admin, member, reader, service).
+    Add {
+        /// User name or id.
+        user: String,
+        /// Project name or id.
+        project: String,
+        /// Role name.
+        role: String,
+        #[command(flatten)]
+        db: IdentityDb,
+    },
+    /// Take a role back.
+    Remove {
+        /// User name or id.
+        user: String,
+        /// Project name or id.
+        project: String,
+        /// Role name.
+        role: String,
+        #[command(flatten)]
+        db: IdentityDb,
+    },
+    /// List role assignments.
+    List {
+        #[command(flatten)]
+        db: IdentityDb,
+    },
+}
+
+fn open_identity(db: &IdentityDb) -> Result<basalt_identity::Identity> {
+    if !db.database.exists() {
+        bail!(
+            "{} does not exist (start `basalt up` or `basalt control` once, or pass --database)",
+            db.database.display()
+        );
+    }
+    Ok(basalt_identity::Identity::open(
+        &db.database,
+        basalt_identity::IdentityConfig::default(),
+    )?)
+}
+
+fn identity(cmd: IdentityCommand) -> Result<()> {
+    match cmd {
+        IdentityCommand::Project(ProjectCommand::Create {
+            name,
+            description,
+            db,
+        }) => {
+            let p = open_identity(&db)?.create_project(&name, description.as_deref())?;
+            println!("{}\t{}", p.id, p.name);
+        }
+        IdentityCommand::Project(ProjectCommand::List { db }) => {
+            for p in open_identity(&db)?.list_projects()? {
+                println!("{}\t{}", p.id, p.name);
+            }
+        }
+        IdentityCommand::Project(ProjectCommand::Delete { project, db }) => {
+            open_identity(&db)?.delete_project(&project)?;
+        }
+        IdentityCommand::User(UserCommand::Create {
+            name,
+            password,
+            project,
+            db,
+        }) => {
+            let u = open_identity(&db)?.create_user(&name, &password, project.as_deref())?;
+            println!("{}\t{}", u.id, u.name);
+        }
+        IdentityCommand::User(UserCommand::List { db }) => {
+            for u in open_identity(&db)?.list_users()? {
+                println!("{}\t{}", u.id, u.name);
+            }
+        }
+        IdentityCommand::User(UserCommand::SetPassword { user, password, db }) => {
+            open_identity(&db)?.set_password(&user, &password)?;
+        }
+        IdentityCommand::User(UserCommand::Delete { user, db }) => {
+            open_identity(&db)?.delete_user(&user)?;
+        }
+        IdentityCommand::Role(RoleCommand::Add {
+            user,
+            project,
+            role,
+            db,
+        }) => open_identity(&db)?.grant_role(&user, &project, &role)?,
+        IdentityCommand::Role(RoleCommand::Remove {
+            user,
+            project,
+            role,
+            db,
+        }) => open_identity(&db)?.revoke_role(&user, &project, &role)?,
+        IdentityCommand::Role(RoleCommand::List { db }) => {
+            let id = open_identity(&db)?;
+            for a in id.role_assignments()? {
+                println!("{}\t{}\t{}", a.user_name, a.project_name, a.role_name);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `basalt admin`.
@@ -385,6 +587,7 @@ fn main() {
         Command::Up(args) => up(&args),
         Command::Datapath(args) => datapath(&args),
         Command::Control(args) => control(&args),
+        Command::Identity(cmd) => identity(cmd),
         Command::Lvol(cmd) => lvol(cmd),
         Command::Admin(a) => admin(&a),
     };
@@ -440,10 +643,33 @@ fn control(args: &ControlArgs) -> Result<()> {
     let cfg = ControlConfig::load(&args.config)?;
     let mut signals = ShutdownSignals::install()?;
     let svc = ControlService::start(&cfg)?;
+    let api = start_api(&cfg, &svc, None)?;
     let sig = signals.wait();
     tracing::info!(signal = sig, "shutting down");
+    if let Some(a) = api {
+        a.stop();
+    }
     svc.stop();
     Ok(())
+}
+
+/// Starts the API of `[api]` (unless disabled) beside the control plane.
+fn start_api(
+    cfg: &ControlConfig,
+    svc: &ControlService,
+    openrc: Option<&Path>,
+) -> Result<Option<basalt_api::ApiService>> {
+    if !cfg.api.enabled {
+        return Ok(None);
+    }
+    let dir = cfg
+        .control
+        .database
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let api = basalt_api::ApiService::start(&cfg.api, svc.control().clone(), &dir, openrc)
+        .context("cannot start the API")?;
+    Ok(Some(api))
 }
 
 /// This machine's host name, for the node's address (`host@basalt#pool`).
@@ -471,7 +697,12 @@ fn default_control_toml(dir: &Path) -> String {
          lvs = \"pool\"\n\
          ring_socket = {sock}\n\
          iscsi_portal = \"127.0.0.1:3260\"\n\
-         nvmf_portal = \"127.0.0.1:4420\"\n",
+         nvmf_portal = \"127.0.0.1:4420\"\n\
+         \n\
+         # The Cinder v3 API, with the built-in identity at /identity/v3.\n\
+         [api]\n\
+         listen = \"127.0.0.1:8776\"\n\
+         auth_strategy = \"builtin\"\n",
         db = s("basalt.db"),
         host = toml::Value::String(host_name()),
         sock = s("ring.sock"),
@@ -952,19 +1183,44 @@ fn up(args: &UpArgs) -> Result<()> {
             return Err(e.into());
         }
     };
-    let sock = dir.join("datapath.sock");
+    let openrc = dir.join("admin-openrc");
+    let api = match start_api(&ccfg, &svc, Some(&openrc)) {
+        Ok(a) => a,
+        Err(e) => {
+            svc.stop();
+            dp.shutdown();
+            return Err(e);
+        }
+    };
+    let api_line = match &api {
+        Some(a) => format!(
+            "Cinder v3 API http://{} ({} auth)",
+            a.local_addr(),
+            ccfg.api.auth_strategy
+        ),
+        None => "no API ([api] enabled = false)".to_owned(),
+    };
+    let next = match api.as_ref().and_then(|a| a.openrc.as_ref()) {
+        Some(rc) => format!(
+            "source {} && openstack volume create --size 1 v1 && openstack volume list",
+            rc.display()
+        ),
+        None => "see docs/operations.md".to_owned(),
+    };
     eprintln!(
         "\nbasalt up: running from {data}\n\
+         \x20 {api_line}\n\
          \x20 iSCSI 127.0.0.1:3260, NVMe/TCP 127.0.0.1:4420, metadata {data}/basalt.db\n\
-         \x20 next: build/release/basalt admin --socket {sock} '{{\"op\":\"lvs_list\"}}'\n\
-         \x20       (docs/operations.md lists every request; the Cinder API on :8776 is not there yet)\n\
-         \x20 Ctrl-C stops both planes.\n",
+         \x20 next: {next}\n\
+         \x20 Ctrl-C stops everything.\n",
         data = dir.display(),
-        sock = sock.display(),
     );
     tracing::info!(data_dir = %dir.display(), "basalt up: Ctrl-C to stop");
     let sig = signals.wait();
     tracing::info!(signal = sig, "shutting down");
+    if let Some(a) = api {
+        a.stop();
+    }
     svc.stop();
     dp.shutdown();
     Ok(())

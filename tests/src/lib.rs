@@ -166,4 +166,5 @@ pub fn cpu_time(pid: u32) -> Duration {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     Duration::from_secs_f64(ticks as f64 / hz as f64)
 }
+pub mod http;
 pub mod iscsi;

@@ -128,6 +128,9 @@ fn help_explains_every_subcommand() {
         &["control", "--help"],
         &["admin", "--help"],
         &["lvol", "--help"],
+        &["identity", "--help"],
+        &["identity", "user", "create", "--help"],
+        &["identity", "role", "add", "--help"],
     ] {
         let out = Command::new(bin("basalt"))
             .args(args)

@@ -1,0 +1,896 @@
+//! The Cinder v3 API end to end: `basalt up` in a scratch data directory (its own ports), real
+//! HTTP, the built-in identity, the datapath making the volumes, and an iSCSI login with the
+//! connection_info an attachment returns.
+#![allow(clippy::tests_outside_test_module)] // an integration test file is its own test crate
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use basalt_tests::http::{Reply, request};
+use basalt_tests::iscsi::Initiator;
+use basalt_tests::{Daemon, bin};
+use serde_json::{Value, json};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A `basalt up` on its own ports.
+struct Cloud {
+    dir: PathBuf,
+    api: SocketAddr,
+    iscsi: u16,
+    _daemon: Daemon,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cloud {
+    fn start(auth: &str) -> Cloud {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("data");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (api, iscsi, nvmf) = (free_port(), free_port(), free_port());
+        let d = dir.display();
+        std::fs::write(
+            dir.join("datapath.toml"),
+            format!(
+                r#"[engine]
+cores = 1
+pin = false
+
+[[bdev]]
+module = "uring"
+name = "pool0"
+path = "{d}/pool.img"
+
+[[lvs]]
+bdev = "pool0"
+name = "pool"
+create = true
+cluster_size = "256K"
+
+[iscsi]
+listen = ["127.0.0.1:{iscsi}"]
+
+[nvmf]
+listen = ["127.0.0.1:{nvmf}"]
+
+[admin]
+socket = "{d}/datapath.sock"
+
+[ring]
+socket = "{d}/ring.sock"
+"#
+            ),
+        )
+        .expect("datapath.toml");
+        std::fs::write(
+            dir.join("control.toml"),
+            format!(
+                r#"[control]
+database = "{d}/basalt.db"
+stats_interval_secs = 1
+
+[[node]]
+host = "node1"
+ring_socket = "{d}/ring.sock"
+iscsi_portal = "127.0.0.1:{iscsi}"
+nvmf_portal = "127.0.0.1:{nvmf}"
+
+[api]
+listen = "127.0.0.1:{api}"
+auth_strategy = "{auth}"
+"#
+            ),
+        )
+        .expect("control.toml");
+        let mut cmd = Command::new(bin("basalt"));
+        cmd.args(["up", "--pool-size", "8G", "--data-dir"])
+            .arg(&dir);
+        let mut daemon = Daemon::spawn(cmd);
+        daemon.wait_for("basalt up: Ctrl-C to stop", Duration::from_secs(60));
+        let c = Cloud {
+            dir,
+            api: SocketAddr::from(([127, 0, 0, 1], api)),
+            iscsi,
+            _daemon: daemon,
+            _tmp: tmp,
+        };
+        // The node reports within a stats interval; until then nothing can be placed.
+        let t = c.admin_token();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = request(
+                c.api,
+                "GET",
+                "/v3/os-availability-zone",
+                &[("X-Auth-Token", &t)],
+                None,
+            )
+            .expect("az");
+            if r.json["availabilityZoneInfo"][0]["zoneState"]["available"] == json!(true) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node never came up: {}",
+                r.json
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c
+    }
+
+    fn openrc_password(&self) -> Option<String> {
+        let rc = std::fs::read_to_string(self.dir.join("admin-openrc")).ok()?;
+        rc.lines().find_map(|l| {
+            l.strip_prefix("export OS_PASSWORD=")
+                .map(|v| v.trim_matches('\'').to_owned())
+        })
+    }
+
+    fn admin_token(&self) -> String {
+        match self.openrc_password() {
+            Some(p) => self.token("admin", &p, "admin").0,
+            None => "admin:admin".into(),
+        }
+    }
+
+    /// A project-scoped token: (token, project id).
+    fn token(&self, user: &str, password: &str, project: &str) -> (String, String) {
+        let body = json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": user, "domain": {"id": "default"}, "password": password}}},
+            "scope": {"project": {"name": project, "domain": {"id": "default"}}}}});
+        let r = request(
+            self.api,
+            "POST",
+            "/identity/v3/auth/tokens",
+            &[],
+            Some(body.to_string().as_bytes()),
+        )
+        .expect("token");
+        assert_eq!(r.status, 201, "token for {user}: {:?}", r.json);
+        (
+            r.header("x-subject-token")
+                .expect("token header")
+                .to_owned(),
+            r.json["token"]["project"]["id"]
+                .as_str()
+                .expect("project")
+                .to_owned(),
+        )
+    }
+
+    fn identity(&self, args: &[&str]) -> String {
+        let out = Command::new(bin("basalt"))
+            .arg("identity")
+            .args(args)
+            .arg("--database")
+            .arg(self.dir.join("identity.db"))
+            .output()
+            .expect("basalt identity");
+        assert!(
+            out.status.success(),
+            "basalt identity {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// A client: token, project, microversion.
+struct Client<'a> {
+    cloud: &'a Cloud,
+    token: String,
+    project: String,
+    version: String,
+}
+
+impl Client<'_> {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let path = if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("/v3/{}/{path}", self.project)
+        };
+        let v = format!("volume {}", self.version);
+        let b = body.map(|b| b.to_string());
+        request(
+            self.cloud.api,
+            method,
+            &path,
+            &[("X-Auth-Token", &self.token), ("OpenStack-API-Version", &v)],
+            b.as_deref().map(str::as_bytes),
+        )
+        .expect("request")
+    }
+
+    fn ok(&self, method: &str, path: &str, body: Option<Value>, want: u16) -> Value {
+        let r = self.call(method, path, body);
+        assert_eq!(
+            r.status,
+            want,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json
+    }
+
+    fn wait_volume(&self, id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = self.ok("GET", &format!("volumes/{id}"), None, 200);
+            if v["volume"]["status"] == status {
+                return v["volume"].clone();
+            }
+            assert!(
+                !(v["volume"]["status"] == "error" && status != "error"),
+                "volume {id} went to error: {v}"
+            );
+            assert!(Instant::now() < deadline, "volume {id} never {status}: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_snapshot(&self, id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = self.ok("GET", &format!("snapshots/{id}"), None, 200);
+            if s["snapshot"]["status"] == status {
+                return s["snapshot"].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "snapshot {id} never {status}: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn create_volume(&self, body: Value) -> String {
+        let v = self.ok("POST", "volumes", Some(json!({"volume": body})), 202);
+        let id = v["volume"]["id"].as_str().expect("id").to_owned();
+        self.wait_volume(&id, "available");
+        id
+    }
+
+    fn fault(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        want: u16,
+        name: &str,
+    ) -> String {
+        let r = self.call(method, path, body);
+        assert_eq!(
+            r.status,
+            want,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json[name]["code"], json!(want), "fault body: {}", r.json);
+        r.json[name]["message"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+fn admin(c: &Cloud) -> Client<'_> {
+    let p = c.openrc_password().expect("openrc");
+    let (token, project) = c.token("admin", &p, "admin");
+    Client {
+        cloud: c,
+        token,
+        project,
+        version: "3.60".into(),
+    }
+}
+
+#[test]
+fn versions_microversions_and_faults_follow_cinder() {
+    let c = Cloud::start("builtin");
+    let r = request(c.api, "GET", "/", &[], None).expect("versions");
+    assert_eq!(r.status, 300);
+    let v = &r.json["versions"][0];
+    for k in [
+        "status",
+        "updated",
+        "id",
+        "links",
+        "min_version",
+        "version",
+        "media-types",
+    ] {
+        assert!(v.get(k).is_some(), "{k} missing: {v}");
+    }
+    assert_eq!(v["min_version"], "3.0");
+    let a = admin(&c);
+    // No header: 3.0, echoed with Vary.
+    let r = request(
+        c.api,
+        "GET",
+        &format!("/v3/{}/volumes", a.project),
+        &[("X-Auth-Token", &a.token)],
+        None,
+    )
+    .expect("list");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("openstack-api-version"), Some("volume 3.0"));
+    assert_eq!(r.header("vary"), Some("OpenStack-API-Version"));
+    assert!(
+        r.header("x-openstack-request-id")
+            .is_some_and(|h| h.starts_with("req-"))
+    );
+    for (ver, want) in [
+        ("volume 3.999", 406),
+        ("volume 3.x", 400),
+        ("volume latest", 200),
+    ] {
+        let r = request(
+            c.api,
+            "GET",
+            "/v3/volumes",
+            &[("X-Auth-Token", &a.token), ("OpenStack-API-Version", ver)],
+            None,
+        )
+        .expect("list");
+        assert_eq!(r.status, want, "{ver}");
+    }
+    // No token: 401 with the Keystone challenge.
+    let r = request(c.api, "GET", "/v3/volumes", &[], None).expect("401");
+    assert_eq!(r.status, 401);
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|w| w.starts_with("Keystone"))
+    );
+    // Fault bodies.
+    a.fault(
+        "GET",
+        "volumes/0b5ed1f1-9a4c-4b5e-9a52-5d8a6e2e4f11",
+        None,
+        404,
+        "itemNotFound",
+    );
+    let r = request(
+        c.api,
+        "POST",
+        &format!("/v3/{}/volumes", a.project),
+        &[("X-Auth-Token", &a.token)],
+        Some(b"{not json"),
+    )
+    .expect("bad json");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json["badRequest"]["code"], 400);
+    a.fault(
+        "POST",
+        "volumes",
+        Some(json!({"volume": {"size": 0}})),
+        400,
+        "badRequest",
+    );
+    a.fault(
+        "POST",
+        "volumes",
+        Some(json!({"volume": {"size": "big"}})),
+        400,
+        "badRequest",
+    );
+    a.fault(
+        "POST",
+        "volumes",
+        Some(json!({"volume": {"size": 1, "bogus": 1}})),
+        400,
+        "badRequest",
+    );
+    a.fault(
+        "POST",
+        "volumes",
+        Some(json!({"volume": {"size": 1, "volume_type": "nope"}})),
+        404,
+        "itemNotFound",
+    );
+    a.fault(
+        "POST",
+        "volumes",
+        Some(json!({"volume": {"size": 1, "availability_zone": "mars"}})),
+        400,
+        "badRequest",
+    );
+    a.fault(
+        "POST",
+        "volumes",
+        Some(json!({"volume": {"size": 1, "snapshot_id": "x"}})),
+        400,
+        "badRequest",
+    );
+    a.fault(
+        "POST",
+        "volumes",
+        Some(json!(["volume"])),
+        400,
+        "badRequest",
+    );
+    let huge = json!({"volume": {"size": 1, "description": "x".repeat(200_000)}});
+    let r = a.call("POST", "volumes", Some(huge));
+    assert_eq!(r.status, 413);
+    a.fault(
+        "POST",
+        "volumes/0b5ed1f1-9a4c-4b5e-9a52-5d8a6e2e4f11/action",
+        Some(json!({"os-extend": {"new_size": 2}})),
+        404,
+        "itemNotFound",
+    );
+    // Project-less URLs reach the same resources.
+    a.ok("GET", "/v3/volumes/detail", None, 200);
+}
+
+#[test]
+fn volumes_snapshots_and_clones_through_the_api() {
+    let c = Cloud::start("builtin");
+    let a = admin(&c);
+    let v1 = a.create_volume(json!({"size": 1, "name": "v1", "metadata": {"k": "v"}}));
+    let shown = a.ok("GET", &format!("volumes/{v1}"), None, 200)["volume"].clone();
+    assert_eq!(shown["bootable"], "false");
+    assert_eq!(shown["metadata"]["k"], "v");
+    assert_eq!(shown["volume_type"], "__DEFAULT__");
+    assert!(
+        shown["os-vol-host-attr:host"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("node1@basalt#pool"))
+    );
+    // Extend.
+    a.ok(
+        "POST",
+        &format!("volumes/{v1}/action"),
+        Some(json!({"os-extend": {"new_size": 2}})),
+        202,
+    );
+    let v = a.wait_volume(&v1, "available");
+    assert_eq!(v["size"], 2);
+    a.fault(
+        "POST",
+        &format!("volumes/{v1}/action"),
+        Some(json!({"os-extend": {"new_size": 1}})),
+        400,
+        "badRequest",
+    );
+    // Snapshot, create from it, clone.
+    let s = a.ok(
+        "POST",
+        "snapshots",
+        Some(json!({"snapshot": {"volume_id": v1, "name": "s1"}})),
+        202,
+    );
+    let s1 = s["snapshot"]["id"].as_str().expect("id").to_owned();
+    let s = a.wait_snapshot(&s1, "available");
+    assert_eq!(s["size"], 2);
+    let v2 = a.create_volume(json!({"snapshot_id": s1, "name": "from-snap"}));
+    let v3 = a.create_volume(json!({"source_volid": v1, "size": 3, "name": "clone"}));
+    assert_eq!(
+        a.ok("GET", &format!("volumes/{v3}"), None, 200)["volume"]["source_volid"],
+        json!(v1)
+    );
+    // A volume with a snapshot cannot be deleted; a snapshot's source can be reverted to it
+    // (3.40).
+    a.fault("DELETE", &format!("volumes/{v1}"), None, 400, "badRequest");
+    let mut a40 = Client {
+        version: "3.40".into(),
+        ..admin(&c)
+    };
+    a40.ok(
+        "POST",
+        &format!("volumes/{v1}/action"),
+        Some(json!({"revert": {"snapshot_id": s1}})),
+        202,
+    );
+    a40.wait_volume(&v1, "available");
+    a40.version = "3.39".into();
+    a40.fault(
+        "POST",
+        &format!("volumes/{v1}/action"),
+        Some(json!({"revert": {"snapshot_id": s1}})),
+        404,
+        "itemNotFound",
+    );
+    // Lists: pagination with next links, with_count (3.45), sort, filters.
+    let mut a45 = Client {
+        version: "3.45".into(),
+        ..admin(&c)
+    };
+    let page = a45.ok(
+        "GET",
+        "volumes?limit=1&sort=name:asc&with_count=true",
+        None,
+        200,
+    );
+    assert_eq!(page["volumes"].as_array().expect("list").len(), 1);
+    assert_eq!(page["count"], 3);
+    assert_eq!(page["volumes"][0]["name"], "clone");
+    let next = page["volumes_links"][0]["href"]
+        .as_str()
+        .expect("next link")
+        .to_owned();
+    let next = next
+        .split_once("/v3/")
+        .map(|(_, p)| format!("/v3/{p}"))
+        .expect("path");
+    let page2 = a45.ok("GET", &next, None, 200);
+    assert_eq!(page2["volumes"][0]["name"], "from-snap");
+    let named = a45.ok("GET", "volumes/detail?name=v1", None, 200);
+    assert_eq!(named["volumes"].as_array().expect("list").len(), 1);
+    a45.version = "3.34".into();
+    let like = a45.ok("GET", "volumes?name~=from", None, 200);
+    assert_eq!(like["volumes"].as_array().expect("list").len(), 1);
+    a45.version = "3.12".into();
+    let sum = a45.ok("GET", "volumes/summary", None, 200);
+    assert_eq!(sum["volume-summary"]["total_count"], 3);
+    assert_eq!(sum["volume-summary"]["total_size"], 2 + 2 + 3);
+    // Metadata.
+    a.ok(
+        "POST",
+        &format!("volumes/{v2}/metadata"),
+        Some(json!({"metadata": {"a": "1"}})),
+        200,
+    );
+    let m = a.ok(
+        "PUT",
+        &format!("volumes/{v2}/metadata/a"),
+        Some(json!({"meta": {"a": "2"}})),
+        200,
+    );
+    assert_eq!(m["meta"]["a"], "2");
+    a.fault(
+        "PUT",
+        &format!("volumes/{v2}/metadata/a"),
+        Some(json!({"meta": {"b": "2"}})),
+        400,
+        "badRequest",
+    );
+    a.ok("DELETE", &format!("volumes/{v2}/metadata/a"), None, 200);
+    a.fault(
+        "GET",
+        &format!("volumes/{v2}/metadata/a"),
+        None,
+        404,
+        "itemNotFound",
+    );
+    // Update, bootable, read-only.
+    let u = a.ok(
+        "PUT",
+        &format!("volumes/{v2}"),
+        Some(json!({"volume": {"name": "renamed"}})),
+        200,
+    );
+    assert_eq!(u["volume"]["name"], "renamed");
+    a.ok(
+        "POST",
+        &format!("volumes/{v2}/action"),
+        Some(json!({"os-set_bootable": {"bootable": true}})),
+        200,
+    );
+    assert_eq!(
+        a.ok("GET", &format!("volumes/{v2}"), None, 200)["volume"]["bootable"],
+        "true"
+    );
+    // Delete: cascade takes the snapshot along.
+    a.ok("DELETE", &format!("volumes/{v1}?cascade=true"), None, 202);
+    a.ok("DELETE", &format!("volumes/{v2}"), None, 202);
+    a.ok("DELETE", &format!("volumes/{v3}"), None, 202);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a.ok("GET", "volumes", None, 200)["volumes"]
+        .as_array()
+        .is_some_and(|l| !l.is_empty())
+    {
+        assert!(Instant::now() < deadline, "volumes never went");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.fault("GET", &format!("snapshots/{s1}"), None, 404, "itemNotFound");
+}
+
+#[test]
+fn tenants_are_isolated_and_policy_holds() {
+    let c = Cloud::start("builtin");
+    let a = admin(&c);
+    c.identity(&["project", "create", "demo"]);
+    c.identity(&["project", "create", "other"]);
+    c.identity(&[
+        "user",
+        "create",
+        "alice",
+        "--password",
+        "alice-pw",
+        "--project",
+        "demo",
+    ]);
+    c.identity(&[
+        "user",
+        "create",
+        "bob",
+        "--password",
+        "bob-pw",
+        "--project",
+        "other",
+    ]);
+    c.identity(&[
+        "user",
+        "create",
+        "rita",
+        "--password",
+        "rita-pw",
+        "--project",
+        "demo",
+    ]);
+    c.identity(&["role", "add", "alice", "demo", "member"]);
+    c.identity(&["role", "add", "bob", "other", "member"]);
+    c.identity(&["role", "add", "rita", "demo", "reader"]);
+    let client = |u: &str, p: &str, proj: &str| {
+        let (token, project) = c.token(u, p, proj);
+        Client {
+            cloud: &c,
+            token,
+            project,
+            version: "3.60".into(),
+        }
+    };
+    let alice = client("alice", "alice-pw", "demo");
+    let bob = client("bob", "bob-pw", "other");
+    let rita = client("rita", "rita-pw", "demo");
+    let v = alice.create_volume(json!({"size": 1, "name": "alice-vol"}));
+    // Another project's member: not there at all.
+    bob.fault("GET", &format!("volumes/{v}"), None, 404, "itemNotFound");
+    bob.fault("DELETE", &format!("volumes/{v}"), None, 404, "itemNotFound");
+    bob.fault(
+        "POST",
+        "snapshots",
+        Some(json!({"snapshot": {"volume_id": v}})),
+        404,
+        "itemNotFound",
+    );
+    bob.fault(
+        "POST",
+        &format!("volumes/{v}/action"),
+        Some(json!({"os-extend": {"new_size": 2}})),
+        404,
+        "itemNotFound",
+    );
+    assert_eq!(bob.ok("GET", "volumes", None, 200)["volumes"], json!([]));
+    // Non-admins filter only on Cinder's allow-list (3.31+); admins may filter on anything.
+    bob.fault("GET", "volumes?bogus_filter=1", None, 400, "badRequest");
+    // Bob's token in Alice's project URL.
+    let r = request(
+        c.api,
+        "GET",
+        &format!("/v3/{}/volumes", alice.project),
+        &[("X-Auth-Token", &bob.token)],
+        None,
+    )
+    .expect("req");
+    assert_eq!(r.status, 400, "{}", r.json);
+    // A reader reads but does not write.
+    assert_eq!(
+        rita.ok("GET", "volumes", None, 200)["volumes"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    rita.fault(
+        "POST",
+        "volumes",
+        Some(json!({"volume": {"size": 1}})),
+        403,
+        "forbidden",
+    );
+    rita.fault("DELETE", &format!("volumes/{v}"), None, 403, "forbidden");
+    // Members cannot do admin things; the admin sees the host attribute, members do not.
+    alice.fault(
+        "POST",
+        &format!("volumes/{v}/action"),
+        Some(json!({"os-reset_status": {"status": "error"}})),
+        403,
+        "forbidden",
+    );
+    assert!(
+        alice.ok("GET", &format!("volumes/{v}"), None, 200)["volume"]
+            .get("os-vol-host-attr:host")
+            .is_none()
+    );
+    let all = a.ok("GET", "volumes/detail?all_tenants=1", None, 200);
+    assert!(
+        all["volumes"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|x| x["id"] == json!(v))
+    );
+    // Quota: the admin limits demo to one volume; the second create is 413 overLimit.
+    a.ok(
+        "PUT",
+        &format!("os-quota-sets/{}", alice.project),
+        Some(json!({"quota_set": {"volumes": 1}})),
+        200,
+    );
+    let r = alice.call("POST", "volumes", Some(json!({"volume": {"size": 1}})));
+    assert_eq!(r.status, 413, "{}", r.json);
+    assert_eq!(r.json["overLimit"]["code"], 413);
+    assert_eq!(r.header("retry-after"), Some("0"));
+    let q = alice.ok(
+        "GET",
+        &format!("os-quota-sets/{}?usage=true", alice.project),
+        None,
+        200,
+    );
+    assert_eq!(q["quota_set"]["volumes"]["in_use"], 1);
+    // Transfers: Alice gives the volume to Bob.
+    let a57 = Client {
+        version: "3.57".into(),
+        ..client("alice", "alice-pw", "demo")
+    };
+    let t = a57.ok(
+        "POST",
+        "volume-transfers",
+        Some(json!({"transfer": {"volume_id": v, "name": "gift"}})),
+        202,
+    );
+    let (tid, key) = (
+        t["transfer"]["id"].as_str().expect("id").to_owned(),
+        t["transfer"]["auth_key"].as_str().expect("key").to_owned(),
+    );
+    assert_eq!(
+        alice.ok("GET", &format!("volumes/{v}"), None, 200)["volume"]["status"],
+        "awaiting-transfer"
+    );
+    let b57 = Client {
+        version: "3.57".into(),
+        ..client("bob", "bob-pw", "other")
+    };
+    b57.fault(
+        "POST",
+        &format!("volume-transfers/{tid}/accept"),
+        Some(json!({"accept": {"auth_key": "wrong-key-123456"}})),
+        400,
+        "badRequest",
+    );
+    b57.ok(
+        "POST",
+        &format!("volume-transfers/{tid}/accept"),
+        Some(json!({"accept": {"auth_key": key}})),
+        202,
+    );
+    assert_eq!(
+        bob.ok("GET", &format!("volumes/{v}"), None, 200)["volume"]["status"],
+        "available"
+    );
+    alice.fault("GET", &format!("volumes/{v}"), None, 404, "itemNotFound");
+    let q = alice.ok(
+        "GET",
+        &format!("os-quota-sets/{}?usage=true", alice.project),
+        None,
+        200,
+    );
+    assert_eq!(q["quota_set"]["volumes"]["in_use"], 0);
+}
+
+#[test]
+fn attachments_give_connection_info_an_initiator_logs_in_with() {
+    let c = Cloud::start("builtin");
+    let a = Client {
+        version: "3.54".into(),
+        ..admin(&c)
+    };
+    let v = a.create_volume(json!({"size": 1, "name": "attach-me"}));
+    let iqn = "iqn.1994-05.com.redhat:compute-7";
+    let connector = json!({"initiator": iqn, "ip": "127.0.0.1", "host": "compute-7", "platform": "x86_64", "os_type": "linux", "multipath": false});
+    let inst = "5d0c4b8f-6f53-4f7e-9d2a-8a5f1c7f0e11";
+    let at = a.ok(
+        "POST",
+        "attachments",
+        Some(json!({"attachment": {"volume_uuid": v, "instance_uuid": inst}})),
+        200,
+    );
+    let aid = at["attachment"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(at["attachment"]["status"], "reserved");
+    assert_eq!(
+        a.ok("GET", &format!("volumes/{v}"), None, 200)["volume"]["status"],
+        "reserved"
+    );
+    let at = a.ok(
+        "PUT",
+        &format!("attachments/{aid}"),
+        Some(json!({"attachment": {"connector": connector}})),
+        200,
+    );
+    let ci = at["attachment"]["connection_info"].clone();
+    assert_eq!(ci["driver_volume_type"], "iscsi", "{ci}");
+    let d = &ci["data"];
+    assert_eq!(d["target_portal"], json!(format!("127.0.0.1:{}", c.iscsi)));
+    assert_eq!(d["auth_method"], "CHAP");
+    let (target, user, secret) = (
+        d["target_iqn"].as_str().expect("iqn").to_owned(),
+        d["auth_username"].as_str().expect("user").to_owned(),
+        d["auth_password"].as_str().expect("secret").to_owned(),
+    );
+    a.ok(
+        "POST",
+        &format!("attachments/{aid}/action"),
+        Some(json!({"os-complete": {}})),
+        204,
+    );
+    let shown = a.ok("GET", &format!("volumes/{v}"), None, 200)["volume"].clone();
+    assert_eq!(shown["status"], "in-use");
+    assert_eq!(shown["attachments"][0]["attachment_id"], json!(aid));
+    assert_eq!(shown["attachments"][0]["server_id"], inst);
+    // The initiator logs in with those credentials and the data round-trips.
+    let addr = SocketAddr::from(([127, 0, 0, 1], c.iscsi));
+    let mut i = Initiator::login(addr, iqn, &target, Some((&user, &secret)), 1)
+        .expect("login with the attachment's CHAP");
+    i.clear_unit_attentions(0).expect("TUR");
+    let data: Vec<u8> = (0..8192u32).map(|x| (x * 7 % 251) as u8).collect();
+    assert_eq!(i.write16(0, 100, &data).expect("write").status, 0);
+    let r = i.read16(0, 100, 16).expect("read");
+    assert_eq!(r.data, data);
+    i.logout().expect("logout");
+    // A wrong secret and another initiator are refused.
+    assert!(Initiator::login(addr, iqn, &target, Some((&user, "not-the-secret")), 2).is_err());
+    assert!(
+        Initiator::login(
+            addr,
+            "iqn.2000-01.org.evil:x",
+            &target,
+            Some((&user, &secret)),
+            3
+        )
+        .is_err()
+    );
+    // Deleting the volume is refused while attached; deleting the attachment detaches.
+    a.fault("DELETE", &format!("volumes/{v}"), None, 400, "badRequest");
+    let rest = a.ok("DELETE", &format!("attachments/{aid}"), None, 200);
+    assert_eq!(rest["attachments"], json!([]));
+    assert_eq!(
+        a.ok("GET", &format!("volumes/{v}"), None, 200)["volume"]["status"],
+        "available"
+    );
+    assert!(
+        Initiator::login(addr, iqn, &target, Some((&user, &secret)), 4).is_err(),
+        "the export is gone"
+    );
+    // The legacy flow: initialize_connection gives the same shape.
+    let ci = a.ok(
+        "POST",
+        &format!("volumes/{v}/action"),
+        Some(json!({"os-initialize_connection": {"connector": connector}})),
+        200,
+    );
+    assert_eq!(ci["connection_info"]["driver_volume_type"], "iscsi");
+    a.ok(
+        "POST",
+        &format!("volumes/{v}/action"),
+        Some(json!({"os-terminate_connection": {"connector": connector}})),
+        202,
+    );
+    a.ok(
+        "POST",
+        &format!("volumes/{v}/action"),
+        Some(json!({"os-reserve": {}})),
+        202,
+    );
+    assert_eq!(
+        a.ok("GET", &format!("volumes/{v}"), None, 200)["volume"]["status"],
+        "attaching"
+    );
+    a.ok(
+        "POST",
+        &format!("volumes/{v}/action"),
+        Some(json!({"os-unreserve": {}})),
+        202,
+    );
+    assert_eq!(
+        a.ok("GET", &format!("volumes/{v}"), None, 200)["volume"]["status"],
+        "available"
+    );
+}
