@@ -894,3 +894,172 @@ fn attachments_give_connection_info_an_initiator_logs_in_with() {
         "available"
     );
 }
+
+#[test]
+fn nvmeof_attachments_connect_the_userspace_host_and_extend_in_use() {
+    use basalt_engine::{Engine, EngineConfig};
+    use basalt_nvmf::host::{Controller, HostConfig};
+
+    let c = Cloud::start("builtin");
+    let a = Client {
+        version: "3.54".into(),
+        ..admin(&c)
+    };
+    let v = a.create_volume(json!({"size": 1, "name": "nvme-me"}));
+    let hostnqn = "nqn.2014-08.org.nvmexpress:uuid:7b0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d";
+    // A connector with a host NQN and no IQN gets NVMe-oF.
+    let connector = json!({"nqn": hostnqn, "host": "compute-9", "ip": "127.0.0.1", "platform": "x86_64", "os_type": "linux"});
+    let at = a.ok(
+        "POST",
+        "attachments",
+        Some(json!({"attachment": {"volume_uuid": v, "connector": connector, "mode": "rw"}})),
+        200,
+    );
+    let aid = at["attachment"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(at["attachment"]["status"], "attaching");
+    let ci = at["attachment"]["connection_info"].clone();
+    assert_eq!(ci["driver_volume_type"], "nvmeof", "{ci}");
+    let d = &ci["data"];
+    assert_eq!(d["vol_uuid"], json!(v));
+    let port: u16 = d["portals"][0][1]
+        .as_str()
+        .expect("port")
+        .parse()
+        .expect("port number");
+    assert_eq!(d["portals"][0][2], "tcp");
+    let nqn = d["target_nqn"].as_str().expect("nqn").to_owned();
+    a.ok(
+        "POST",
+        &format!("attachments/{aid}/action"),
+        Some(json!({"os-complete": {}})),
+        204,
+    );
+    // Extend while in use (3.42).
+    let mut a42 = Client {
+        version: "3.41".into(),
+        ..admin(&c)
+    };
+    a42.fault(
+        "POST",
+        &format!("volumes/{v}/action"),
+        Some(json!({"os-extend": {"new_size": 2}})),
+        400,
+        "badRequest",
+    );
+    a42.version = "3.42".into();
+    a42.ok(
+        "POST",
+        &format!("volumes/{v}/action"),
+        Some(json!({"os-extend": {"new_size": 2}})),
+        202,
+    );
+    let shown = a42.wait_volume(&v, "in-use");
+    assert_eq!(shown["size"], 2);
+
+    let mut cfg = EngineConfig::with_cores(1);
+    cfg.pin = false;
+    let engine = Engine::start(&cfg).expect("engine");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let allowed = HostConfig {
+        hostnqn: hostnqn.into(),
+        ..HostConfig::default()
+    };
+    let other = HostConfig {
+        hostnqn: "nqn.2014-08.org.nvmexpress:uuid:00000000-dead-4bee-8f00-000000000000".into(),
+        ..HostConfig::default()
+    };
+    let target = nqn.clone();
+    engine
+        .reactor(0)
+        .block_on(move || {
+            Box::pin(async move {
+                assert!(
+                    Controller::connect(addr, &target, &other).await.is_err(),
+                    "another host got in"
+                );
+                let ctrl = Controller::connect(addr, &target, &allowed)
+                    .await
+                    .expect("connect");
+                let (ns, _) = ctrl.identify_namespace(1).await.expect("identify");
+                assert_eq!(
+                    u64::from(ns.block_size) * ns.blocks,
+                    2 << 30,
+                    "the extend is visible"
+                );
+                let q = ctrl.create_io_queue(1, 32).await.expect("queue");
+                let data: Vec<u8> = (0..16384u32).map(|x| (x % 253) as u8).collect();
+                q.write(&ns, 2048, &data, false).await.expect("write");
+                assert!(q.read(&ns, 2048, 32).await.expect("read") == data);
+                ctrl.disconnect();
+            })
+        })
+        .expect("ran");
+    a.ok("DELETE", &format!("attachments/{aid}"), None, 200);
+    assert_eq!(
+        a.ok("GET", &format!("volumes/{v}"), None, 200)["volume"]["status"],
+        "available"
+    );
+}
+
+#[test]
+fn disabled_services_get_no_volumes_and_failures_become_user_messages() {
+    let c = Cloud::start("builtin");
+    let a = admin(&c);
+    let svcs = a.ok("GET", "os-services?binary=cinder-volume", None, 200);
+    let host = svcs["services"][0]["host"]
+        .as_str()
+        .expect("host")
+        .to_owned();
+    assert_eq!(svcs["services"][0]["state"], "up");
+    a.ok(
+        "PUT",
+        "os-services/disable-log-reason",
+        Some(json!({"host": host, "binary": "cinder-volume", "disabled_reason": "maintenance"})),
+        200,
+    );
+    // Wait for a stats interval so the scheduler has seen the flag from the store.
+    std::thread::sleep(Duration::from_millis(1500));
+    let v = a.ok(
+        "POST",
+        "volumes",
+        Some(json!({"volume": {"size": 1, "name": "nowhere"}})),
+        202,
+    );
+    let id = v["volume"]["id"].as_str().expect("id").to_owned();
+    a.wait_volume(&id, "error");
+    let a3 = Client {
+        version: "3.3".into(),
+        ..admin(&c)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let msgs = loop {
+        let m = a3.ok("GET", &format!("messages?resource_uuid={id}"), None, 200);
+        if m["messages"].as_array().is_some_and(|l| !l.is_empty()) {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no user message for {id}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let m = &msgs["messages"][0];
+    assert_eq!(m["resource_type"], "VOLUME");
+    assert_eq!(m["message_level"], "ERROR");
+    assert!(
+        m["user_message"]
+            .as_str()
+            .is_some_and(|t| t.contains("schedule allocate volume")),
+        "{m}"
+    );
+    let mid = m["id"].as_str().expect("id").to_owned();
+    a3.ok("DELETE", &format!("messages/{mid}"), None, 204);
+    a3.fault("GET", &format!("messages/{mid}"), None, 404, "itemNotFound");
+    // The error volume deletes; once enabled again the node takes volumes.
+    a.ok("DELETE", &format!("volumes/{id}"), None, 202);
+    a.ok(
+        "PUT",
+        "os-services/enable",
+        Some(json!({"host": host, "binary": "cinder-volume"})),
+        200,
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    a.create_volume(json!({"size": 1, "name": "somewhere"}));
+}

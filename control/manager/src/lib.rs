@@ -161,12 +161,19 @@ impl Control {
             match n.report() {
                 Ok(r) => {
                     self.scheduler().report(r, now);
-                    if let Err(e) = self.db.service_heartbeat(
+                    match self.db.service_heartbeat(
                         &format!("{}@{}", cfg.host, cfg.backend),
                         "cinder-volume",
                         &cfg.availability_zone,
                     ) {
-                        tracing::warn!(node = %cfg.host, error = %e, "heartbeat not recorded");
+                        // The store is the truth about disabled services (an admin's
+                        // `os-services/disable` outlives restarts).
+                        Ok(svc) => {
+                            self.scheduler().set_disabled(&cfg.host, svc.disabled);
+                        }
+                        Err(e) => {
+                            tracing::warn!(node = %cfg.host, error = %e, "heartbeat not recorded");
+                        }
                     }
                     up.push(cfg.host.clone());
                 }
@@ -332,7 +339,11 @@ impl Control {
     ///
     /// # Errors
     /// The database failed, or the row was changed under it.
-    pub fn place_volume(&self, pending: PendingVolume, now: Instant) -> Result<Volume, ManagerError> {
+    pub fn place_volume(
+        &self,
+        pending: PendingVolume,
+        now: Instant,
+    ) -> Result<Volume, ManagerError> {
         let PendingVolume {
             volume: mut v,
             request: mut req,
