@@ -426,6 +426,8 @@ fn versions_microversions_and_faults_follow_cinder() {
         404,
         "itemNotFound",
     );
+    // A method the resource does not have: 405 with a fault body.
+    a.fault("PATCH", "volumes/detail", None, 405, "badMethod");
     // Project-less URLs reach the same resources.
     a.ok("GET", "/v3/volumes/detail", None, 200);
 }

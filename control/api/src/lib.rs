@@ -148,6 +148,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(types::routes())
         .merge(quotas::routes())
         .merge(services::routes())
+        .method_not_allowed_fallback(bad_method)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ctx::pipeline,
@@ -170,6 +171,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
         &axum::middleware::from_fn(ctx::rewrite),
         inner,
     ))
+}
+
+async fn bad_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "The method is not allowed for the requested URL.",
+    )
 }
 
 async fn not_found() -> ApiError {
