@@ -1065,3 +1065,321 @@ fn disabled_services_get_no_volumes_and_failures_become_user_messages() {
     std::thread::sleep(Duration::from_millis(1500));
     a.create_volume(json!({"size": 1, "name": "somewhere"}));
 }
+
+#[test]
+fn types_specs_access_admin_views_and_version_edges() {
+    let c = Cloud::start("builtin");
+    let a = admin(&c);
+    c.identity(&["project", "create", "demo"]);
+    c.identity(&[
+        "user",
+        "create",
+        "alice",
+        "--password",
+        "alice-pw",
+        "--project",
+        "demo",
+    ]);
+    c.identity(&["role", "add", "alice", "demo", "member"]);
+    let (token, project) = c.token("alice", "alice-pw", "demo");
+    let alice = Client {
+        cloud: &c,
+        token,
+        project,
+        version: "3.62".into(),
+    };
+
+    // Types: create, specs, private access, defaults.
+    let t = a.ok("POST", "types", Some(json!({"volume_type": {"name": "gold", "extra_specs": {"volume_backend_name": "basalt"}}})), 200);
+    let gold = t["volume_type"]["id"].as_str().expect("id").to_owned();
+    a.fault(
+        "POST",
+        "types",
+        Some(json!({"volume_type": {"name": "gold"}})),
+        409,
+        "conflictingRequest",
+    );
+    a.ok(
+        "POST",
+        &format!("types/{gold}/extra_specs"),
+        Some(json!({"extra_specs": {"capabilities:thin_provisioning_support": "<is> True"}})),
+        200,
+    );
+    let specs = a.ok("GET", &format!("types/{gold}/extra_specs"), None, 200);
+    assert_eq!(specs["extra_specs"]["volume_backend_name"], "basalt");
+    alice.fault(
+        "POST",
+        "types",
+        Some(json!({"volume_type": {"name": "mine"}})),
+        403,
+        "forbidden",
+    );
+    let p = a.ok(
+        "POST",
+        "types",
+        Some(json!({"volume_type": {"name": "secret", "os-volume-type-access:is_public": false}})),
+        200,
+    );
+    let secret = p["volume_type"]["id"].as_str().expect("id").to_owned();
+    alice.fault(
+        "POST",
+        "volumes",
+        Some(json!({"volume": {"size": 1, "volume_type": "secret"}})),
+        404,
+        "itemNotFound",
+    );
+    a.ok(
+        "POST",
+        &format!("types/{secret}/action"),
+        Some(json!({"addProjectAccess": {"project": alice.project}})),
+        202,
+    );
+    let acc = a.ok(
+        "GET",
+        &format!("types/{secret}/os-volume-type-access"),
+        None,
+        200,
+    );
+    assert_eq!(
+        acc["volume_type_access"][0]["project_id"],
+        json!(alice.project)
+    );
+    let v = alice.create_volume(json!({"size": 1, "volume_type": "secret"}));
+    assert_eq!(
+        alice.ok("GET", &format!("volumes/{v}"), None, 200)["volume"]["volume_type"],
+        "secret"
+    );
+    // A type in use cannot be deleted; a project's default type applies to its creates.
+    a.fault(
+        "DELETE",
+        &format!("types/{secret}"),
+        None,
+        400,
+        "badRequest",
+    );
+    let mut a62 = Client {
+        version: "3.62".into(),
+        ..admin(&c)
+    };
+    a62.ok(
+        "PUT",
+        &format!("/v3/default-types/{}", alice.project),
+        Some(json!({"default_type": {"volume_type": "gold"}})),
+        200,
+    );
+    let v2 = alice.create_volume(json!({"size": 1}));
+    assert_eq!(
+        alice.ok("GET", &format!("volumes/{v2}"), None, 200)["volume"]["volume_type"],
+        "gold"
+    );
+    a62.version = "3.61".into();
+    a62.fault(
+        "GET",
+        &format!("/v3/default-types/{}", alice.project),
+        None,
+        404,
+        "itemNotFound",
+    );
+
+    // Admin views.
+    let pools = a.ok("GET", "scheduler-stats/get_pools?detail=true", None, 200);
+    let pool = &pools["pools"][0];
+    assert_eq!(pool["name"], "node1@basalt#pool");
+    assert!(
+        pool["capabilities"]["total_capacity_gb"]
+            .as_f64()
+            .is_some_and(|g| g > 7.0),
+        "{pool}"
+    );
+    alice.fault("GET", "scheduler-stats/get_pools", None, 403, "forbidden");
+    a.ok("GET", "capabilities/node1@basalt", None, 200);
+    a.ok("GET", "os-hosts", None, 200);
+    let ext = a.ok("GET", "extensions", None, 200);
+    assert!(
+        ext["extensions"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|e| e["name"] == "Hosts")
+    );
+    let lim = alice.ok("GET", "limits", None, 200);
+    assert_eq!(lim["limits"]["absolute"]["totalVolumesUsed"], 2);
+    assert_eq!(lim["limits"]["absolute"]["maxTotalVolumes"], 10);
+
+    // Snapshots: metadata, actions, lists.
+    let s = alice.ok(
+        "POST",
+        "snapshots",
+        Some(json!({"snapshot": {"volume_id": v, "name": "s", "metadata": {"a": "1"}}})),
+        202,
+    );
+    let sid = s["snapshot"]["id"].as_str().expect("id").to_owned();
+    alice.wait_snapshot(&sid, "available");
+    let m = alice.ok(
+        "PUT",
+        &format!("snapshots/{sid}/metadata"),
+        Some(json!({"metadata": {"b": "2"}})),
+        200,
+    );
+    assert_eq!(m["metadata"], json!({"b": "2"}));
+    alice.ok("DELETE", &format!("snapshots/{sid}/metadata/b"), None, 200);
+    alice.fault(
+        "POST",
+        &format!("snapshots/{sid}/action"),
+        Some(json!({"os-reset_status": {"status": "error"}})),
+        403,
+        "forbidden",
+    );
+    a.ok(
+        "POST",
+        &format!("snapshots/{sid}/action"),
+        Some(json!({"os-reset_status": {"status": "error"}})),
+        202,
+    );
+    assert_eq!(
+        alice.ok("GET", &format!("snapshots/{sid}"), None, 200)["snapshot"]["status"],
+        "error"
+    );
+    let mut al = Client {
+        version: "3.40".into(),
+        ..Client {
+            cloud: &c,
+            token: alice.token.clone(),
+            project: alice.project.clone(),
+            version: String::new(),
+        }
+    };
+    al.fault(
+        "POST",
+        &format!("volumes/{v}/action"),
+        Some(json!({"revert": {"snapshot_id": sid}})),
+        400,
+        "badRequest",
+    );
+    al.version = "3.45".into();
+    let listed = al.ok(
+        "GET",
+        "snapshots/detail?with_count=true&sort_key=name&sort_dir=asc",
+        None,
+        200,
+    );
+    assert_eq!(listed["count"], 1);
+    al.fault(
+        "GET",
+        "snapshots?sort=name&sort_key=name",
+        None,
+        400,
+        "badRequest",
+    );
+    al.ok("DELETE", &format!("snapshots/{sid}"), None, 202);
+
+    // Version edges: attachments need 3.27; strict bodies from 3.53 only; time filters 3.60.
+    let mut e = Client {
+        cloud: &c,
+        token: alice.token.clone(),
+        project: alice.project.clone(),
+        version: "3.26".into(),
+    };
+    e.fault("GET", "attachments", None, 404, "itemNotFound");
+    e.version = "3.52".into();
+    let lenient = e.ok(
+        "POST",
+        "volumes",
+        Some(json!({"volume": {"size": 1, "unknown_key": true}})),
+        202,
+    );
+    let v3 = lenient["volume"]["id"].as_str().expect("id").to_owned();
+    e.wait_volume(&v3, "available");
+    e.version = "3.53".into();
+    e.fault(
+        "POST",
+        "volumes",
+        Some(json!({"volume": {"size": 1, "unknown_key": true}})),
+        400,
+        "badRequest",
+    );
+    e.fault(
+        "GET",
+        "volumes?created_at=gt:2020-01-01T00:00:00",
+        None,
+        400,
+        "badRequest",
+    );
+    e.version = "3.60".into();
+    let recent = e.ok(
+        "GET",
+        "volumes?created_at=gt:2020-01-01T00:00:00",
+        None,
+        200,
+    );
+    assert_eq!(recent["volumes"].as_array().map(Vec::len), Some(3));
+    let none = e.ok(
+        "GET",
+        "volumes?created_at=lt:2020-01-01T00:00:00",
+        None,
+        200,
+    );
+    assert_eq!(none["volumes"], json!([]));
+    let off = e.ok("GET", "volumes?sort=created_at:asc&offset=2", None, 200);
+    assert_eq!(off["volumes"][0]["id"], json!(v3));
+
+    // Read-only flag, legacy attach and detach.
+    let ro = e.ok(
+        "POST",
+        &format!("volumes/{v3}/action"),
+        Some(json!({"os-update_readonly_flag": {"readonly": true}})),
+        202,
+    );
+    assert_eq!(ro, Value::Null);
+    e.fault("POST", &format!("volumes/{v3}/action"), Some(json!({"os-attach": {"instance_uuid": "8f1c8d0e-6d1b-4f0e-9f44-2a6b9c1d7e21", "mountpoint": "/dev/vdb", "mode": "rw"}})), 400, "badRequest");
+    e.ok(
+        "POST",
+        &format!("volumes/{v3}/action"),
+        Some(json!({"os-reserve": {}})),
+        202,
+    );
+    e.ok("POST", &format!("volumes/{v3}/action"), Some(json!({"os-attach": {"instance_uuid": "8f1c8d0e-6d1b-4f0e-9f44-2a6b9c1d7e21", "mountpoint": "/dev/vdb", "mode": "ro"}})), 202);
+    let att = e.ok("GET", &format!("volumes/{v3}"), None, 200)["volume"].clone();
+    assert_eq!(att["status"], "in-use");
+    assert_eq!(att["attachments"][0]["device"], "/dev/vdb");
+    e.ok(
+        "POST",
+        &format!("volumes/{v3}/action"),
+        Some(json!({"os-begin_detaching": {}})),
+        202,
+    );
+    assert_eq!(
+        e.ok("GET", &format!("volumes/{v3}"), None, 200)["volume"]["status"],
+        "detaching"
+    );
+    e.ok(
+        "POST",
+        &format!("volumes/{v3}/action"),
+        Some(json!({"os-roll_detaching": {}})),
+        202,
+    );
+    e.ok(
+        "POST",
+        &format!("volumes/{v3}/action"),
+        Some(json!({"os-detach": {}})),
+        202,
+    );
+    assert_eq!(
+        e.ok("GET", &format!("volumes/{v3}"), None, 200)["volume"]["status"],
+        "available"
+    );
+    // An admin's force delete from an odd state.
+    a.ok(
+        "POST",
+        &format!("volumes/{v3}/action"),
+        Some(json!({"os-reset_status": {"status": "maintenance"}})),
+        202,
+    );
+    e.fault("DELETE", &format!("volumes/{v3}"), None, 400, "badRequest");
+    a.ok(
+        "POST",
+        &format!("volumes/{v3}/action"),
+        Some(json!({"os-force_delete": {}})),
+        202,
+    );
+}
