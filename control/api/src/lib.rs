@@ -21,6 +21,7 @@ pub mod ctx;
 pub mod fault;
 pub mod image;
 pub mod messages;
+pub mod meta;
 pub mod misc;
 pub mod paging;
 pub mod quotas;
@@ -243,6 +244,7 @@ mod tests {
         let sources = [
             include_str!("attachments.rs"),
             include_str!("messages.rs"),
+            include_str!("meta.rs"),
             include_str!("misc.rs"),
             include_str!("quotas.rs"),
             include_str!("services.rs"),

@@ -29,14 +29,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/v3/snapshots/detail", get(list_detail))
         .route("/v3/snapshots/{id}", get(show).put(update).delete(delete))
         .route("/v3/snapshots/{id}/action", post(action))
-        .route(
-            "/v3/snapshots/{id}/metadata",
-            get(meta_index).post(meta_merge).put(meta_replace),
-        )
-        .route(
-            "/v3/snapshots/{id}/metadata/{key}",
-            get(meta_show).put(meta_put).delete(meta_delete),
-        )
+        .merge(crate::meta::routes::<SnapshotMeta>("/v3/snapshots/{id}"))
 }
 
 /// A snapshot the caller may see, or 404.
@@ -396,124 +389,49 @@ async fn set_status(
     .await
 }
 
-fn for_meta(state: &ApiState, ctx: &Ctx, id: &str, rule: &str) -> Result<Snapshot, ApiError> {
-    let s = visible_snapshot(state, ctx, id)?;
-    ctx.authorize(state, rule, &s.project_id, Some(&s.user_id))?;
-    Ok(s)
-}
+/// Snapshot metadata (see [`crate::meta`]).
+#[derive(Debug)]
+pub struct SnapshotMeta;
 
-async fn meta_index(
-    State(state): St,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    blocking(&state, move |state| {
-        let s = for_meta(state, &ctx, &id, "volume:get_snapshot_metadata")?;
-        Ok(axum::Json(json!({"metadata": s.metadata})).into_response())
-    })
-    .await
-}
+impl crate::meta::Owner for SnapshotMeta {
+    const KIND: &'static str = "Snapshot";
+    const RULES: [&'static str; 4] = [
+        "volume:get_snapshot_metadata",
+        "volume:update_snapshot_metadata",
+        "volume:update_snapshot_metadata",
+        "volume:delete_snapshot_metadata",
+    ];
 
-async fn meta_set(
-    state: Arc<ApiState>,
-    ctx: Ctx,
-    id: String,
-    b: Value,
-    replace: bool,
-) -> Result<Response, ApiError> {
-    let Some(meta) = b.get("metadata") else {
-        return Err(ApiError::bad_request(
-            "Malformed request body: 'metadata' is a required property",
-        ));
-    };
-    let meta = body::metadata(meta, "metadata")?;
-    blocking(&state, move |state| {
-        for_meta(state, &ctx, &id, "volume:update_snapshot_metadata")?;
-        let all = state.db().set_snapshot_metadata(&id, &meta, replace)?;
-        Ok(axum::Json(json!({"metadata": if replace { meta } else { all }})).into_response())
-    })
-    .await
-}
-
-async fn meta_merge(
-    State(state): St,
-    ctx: Ctx,
-    Path(id): Path<String>,
-    Body(b): Body,
-) -> Result<Response, ApiError> {
-    meta_set(state, ctx, id, b, false).await
-}
-
-async fn meta_replace(
-    State(state): St,
-    ctx: Ctx,
-    Path(id): Path<String>,
-    Body(b): Body,
-) -> Result<Response, ApiError> {
-    meta_set(state, ctx, id, b, true).await
-}
-
-async fn meta_show(
-    State(state): St,
-    ctx: Ctx,
-    Path((id, key)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    blocking(&state, move |state| {
-        let s = for_meta(state, &ctx, &id, "volume:get_snapshot_metadata")?;
-        match s.metadata.get(&key) {
-            Some(v) => Ok(axum::Json(json!({"meta": {key: v}})).into_response()),
-            None => Err(ApiError::not_found(format!(
-                "Snapshot {id} has no metadata with key {key}."
-            ))),
-        }
-    })
-    .await
-}
-
-async fn meta_put(
-    State(state): St,
-    ctx: Ctx,
-    Path((id, key)): Path<(String, String)>,
-    Body(b): Body,
-) -> Result<Response, ApiError> {
-    let Some(meta) = b.get("meta") else {
-        return Err(ApiError::bad_request(
-            "Malformed request body: 'meta' is a required property",
-        ));
-    };
-    let meta = body::metadata(meta, "meta")?;
-    if meta.len() != 1 {
-        return Err(ApiError::bad_request(
-            "Request body contains too many items",
-        ));
+    fn load(
+        state: &ApiState,
+        ctx: &Ctx,
+        id: &str,
+        rule: &str,
+        _write: bool,
+    ) -> Result<basalt_db::Metadata, ApiError> {
+        let s = visible_snapshot(state, ctx, id)?;
+        ctx.authorize(state, rule, &s.project_id, Some(&s.user_id))?;
+        Ok(s.metadata)
     }
-    if !meta.contains_key(&key) {
-        return Err(ApiError::bad_request("Request body and URI mismatch"));
-    }
-    blocking(&state, move |state| {
-        for_meta(state, &ctx, &id, "volume:update_snapshot_metadata")?;
-        state.db().set_snapshot_metadata(&id, &meta, false)?;
-        Ok(axum::Json(json!({"meta": meta})).into_response())
-    })
-    .await
-}
 
-async fn meta_delete(
-    State(state): St,
-    ctx: Ctx,
-    Path((id, key)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    blocking(&state, move |state| {
-        let s = for_meta(state, &ctx, &id, "volume:delete_snapshot_metadata")?;
-        if !s.metadata.contains_key(&key) {
-            return Err(ApiError::not_found(format!(
-                "Snapshot {id} has no metadata with key {key}."
-            )));
-        }
-        let mut rest = s.metadata.clone();
-        rest.remove(&key);
-        state.db().set_snapshot_metadata(&id, &rest, true)?;
-        Ok(StatusCode::OK.into_response())
-    })
-    .await
+    fn store(
+        state: &ApiState,
+        id: &str,
+        meta: &basalt_db::Metadata,
+        replace: bool,
+    ) -> Result<basalt_db::Metadata, ApiError> {
+        Ok(state.db().set_snapshot_metadata(id, meta, replace)?)
+    }
+
+    fn remove(
+        state: &ApiState,
+        id: &str,
+        key: &str,
+        all: &basalt_db::Metadata,
+    ) -> Result<(), ApiError> {
+        let mut rest = all.clone();
+        rest.remove(key);
+        state.db().set_snapshot_metadata(id, &rest, true)?;
+        Ok(())
+    }
 }

@@ -31,14 +31,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/v3/volumes/summary", get(summary))
         .route("/v3/volumes/{id}", get(show).put(update).delete(delete))
         .route("/v3/volumes/{id}/action", post(action))
-        .route(
-            "/v3/volumes/{id}/metadata",
-            get(meta_index).post(meta_merge).put(meta_replace),
-        )
-        .route(
-            "/v3/volumes/{id}/metadata/{key}",
-            get(meta_show).put(meta_put).delete(meta_delete),
-        )
+        .merge(crate::meta::routes::<VolumeMeta>("/v3/volumes/{id}"))
 }
 
 /// A volume the caller may see, or 404 (another project's volume is not there for it).
@@ -929,146 +922,52 @@ async fn reset_status(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-fn volume_for_meta(state: &ApiState, ctx: &Ctx, id: &str, rule: &str) -> Result<Volume, ApiError> {
-    let v = visible_volume(state, ctx, id)?;
-    ctx.authorize(state, rule, &v.project_id, Some(&v.user_id))?;
-    Ok(v)
-}
+/// Volume metadata (see [`crate::meta`]).
+#[derive(Debug)]
+pub struct VolumeMeta;
 
-fn writable(v: &Volume) -> Result<(), ApiError> {
-    if v.status == "maintenance" || v.status == "uploading" {
-        return Err(ApiError::bad_request(format!(
-            "Invalid volume: Volume {} is {}; its metadata cannot change now.",
-            v.id, v.status
-        )));
-    }
-    Ok(())
-}
+impl crate::meta::Owner for VolumeMeta {
+    const KIND: &'static str = "Volume";
+    const RULES: [&'static str; 4] = [
+        "volume:get_volume_metadata",
+        "volume:create_volume_metadata",
+        "volume:update_volume_metadata",
+        "volume:delete_volume_metadata",
+    ];
 
-async fn meta_index(
-    State(state): St,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    blocking(&state, move |state| {
-        let v = volume_for_meta(state, &ctx, &id, "volume:get_volume_metadata")?;
-        Ok(axum::Json(json!({"metadata": v.metadata})).into_response())
-    })
-    .await
-}
-
-async fn meta_set(
-    state: Arc<ApiState>,
-    ctx: Ctx,
-    id: String,
-    b: Value,
-    replace: bool,
-) -> Result<Response, ApiError> {
-    let meta = match b.get("metadata") {
-        Some(m) => body::metadata(m, "metadata")?,
-        None => {
-            return Err(ApiError::bad_request(
-                "Malformed request body: 'metadata' is a required property",
-            ));
+    fn load(
+        state: &ApiState,
+        ctx: &Ctx,
+        id: &str,
+        rule: &str,
+        write: bool,
+    ) -> Result<basalt_db::Metadata, ApiError> {
+        let v = visible_volume(state, ctx, id)?;
+        ctx.authorize(state, rule, &v.project_id, Some(&v.user_id))?;
+        if write && (v.status == "maintenance" || v.status == "uploading") {
+            return Err(ApiError::bad_request(format!(
+                "Invalid volume: Volume {} is {}; its metadata cannot change now.",
+                v.id, v.status
+            )));
         }
-    };
-    blocking(&state, move |state| {
-        let rule = if replace {
-            "volume:update_volume_metadata"
-        } else {
-            "volume:create_volume_metadata"
-        };
-        let v = volume_for_meta(state, &ctx, &id, rule)?;
-        writable(&v)?;
-        let all = state.db().set_volume_metadata(&id, &meta, replace)?;
-        let shown = if replace { meta } else { all };
-        Ok(axum::Json(json!({"metadata": shown})).into_response())
-    })
-    .await
-}
-
-async fn meta_merge(
-    State(state): St,
-    ctx: Ctx,
-    Path(id): Path<String>,
-    Body(b): Body,
-) -> Result<Response, ApiError> {
-    meta_set(state, ctx, id, b, false).await
-}
-
-async fn meta_replace(
-    State(state): St,
-    ctx: Ctx,
-    Path(id): Path<String>,
-    Body(b): Body,
-) -> Result<Response, ApiError> {
-    meta_set(state, ctx, id, b, true).await
-}
-
-async fn meta_show(
-    State(state): St,
-    ctx: Ctx,
-    Path((id, key)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    blocking(&state, move |state| {
-        let v = volume_for_meta(state, &ctx, &id, "volume:get_volume_metadata")?;
-        match v.metadata.get(&key) {
-            Some(val) => Ok(axum::Json(json!({"meta": {key: val}})).into_response()),
-            None => Err(ApiError::not_found(format!(
-                "Volume {id} has no metadata with key {key}."
-            ))),
-        }
-    })
-    .await
-}
-
-async fn meta_put(
-    State(state): St,
-    ctx: Ctx,
-    Path((id, key)): Path<(String, String)>,
-    Body(b): Body,
-) -> Result<Response, ApiError> {
-    let Some(meta) = b.get("meta") else {
-        return Err(ApiError::bad_request(
-            "Malformed request body: 'meta' is a required property",
-        ));
-    };
-    let meta = body::metadata(meta, "meta")?;
-    if meta.len() != 1 {
-        return Err(ApiError::bad_request(
-            "Request body contains too many items",
-        ));
+        Ok(v.metadata)
     }
-    if !meta.contains_key(&key) {
-        return Err(ApiError::bad_request("Request body and URI mismatch"));
-    }
-    blocking(&state, move |state| {
-        let v = volume_for_meta(state, &ctx, &id, "volume:update_volume_metadata")?;
-        writable(&v)?;
-        state.db().set_volume_metadata(&id, &meta, false)?;
-        Ok(axum::Json(json!({"meta": meta})).into_response())
-    })
-    .await
-}
 
-async fn meta_delete(
-    State(state): St,
-    ctx: Ctx,
-    Path((id, key)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    blocking(&state, move |state| {
-        let v = volume_for_meta(state, &ctx, &id, "volume:delete_volume_metadata")?;
-        writable(&v)?;
-        state
-            .db()
-            .delete_volume_metadata(&id, &key)
-            .map_err(|e| match e {
-                DbError::NotFound { .. } => {
-                    ApiError::not_found(format!("Volume {id} has no metadata with key {key}."))
-                }
-                o => o.into(),
-            })?;
-        Ok(StatusCode::OK.into_response())
-    })
-    .await
+    fn store(
+        state: &ApiState,
+        id: &str,
+        meta: &basalt_db::Metadata,
+        replace: bool,
+    ) -> Result<basalt_db::Metadata, ApiError> {
+        Ok(state.db().set_volume_metadata(id, meta, replace)?)
+    }
+
+    fn remove(
+        state: &ApiState,
+        id: &str,
+        key: &str,
+        _all: &basalt_db::Metadata,
+    ) -> Result<(), ApiError> {
+        Ok(state.db().delete_volume_metadata(id, key)?)
+    }
 }
