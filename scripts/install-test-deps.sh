@@ -3,10 +3,12 @@
 #   fio               the peer in bench/compare-fio.sh
 #   python3           the comparison scripts' reports
 #   util-linux        losetup, for the loop-device bdev test
-#   libiscsi-bin      iscsi-test-cu (the iSCSI conformance suite), iscsi-perf, iscsi-inq
+#   libiscsi-bin      iscsi-test-cu (the iSCSI conformance suite), iscsi-perf, iscsi-inq (clients.rs)
 #   tgt               tgtd, the reference iSCSI target in bench/compare-iscsi.sh
 #   qemu-block-extra  QEMU's iscsi:// block driver ...
 #   qemu-utils        ... and qemu-img, installed after it so both come from the same release
+#   python3-cinderclient    the `cinder` command, a real Cinder client, in tests/tests/clients.rs
+#   python3-openstackclient the `openstack` command, the other real client, in the same test
 # Safe to run again: packages already present are left alone, and apt-get runs only when
 # something is missing.
 set -euo pipefail
@@ -17,6 +19,8 @@ command -v python3 >/dev/null || need+=(python3)
 command -v losetup >/dev/null || need+=(util-linux)
 command -v iscsi-test-cu >/dev/null || need+=(libiscsi-bin)
 command -v tgtd >/dev/null || need+=(tgt)
+command -v cinder >/dev/null || need+=(python3-cinderclient)
+command -v openstack >/dev/null || need+=(python3-openstackclient)
 # qemu-img lists iscsi among its formats even when the module that implements it
 # (qemu-block-extra) is missing, so ask it to open an iscsi:// URL on a closed port: a missing
 # module says so at once.

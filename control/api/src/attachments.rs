@@ -210,6 +210,23 @@ pub fn connect(
     Ok(info)
 }
 
+/// `{"driver_volume_type": t, "data": {...}}` as the attachments API shows it:
+/// `{"driver_volume_type": t, ...data, "attachment_id": id}`.
+fn flatten(info: Value, attachment_id: &str) -> Value {
+    let Value::Object(mut outer) = info else {
+        return info;
+    };
+    let mut flat = match outer.remove("data") {
+        Some(Value::Object(d)) => d,
+        _ => Map::new(),
+    };
+    for (k, v) in outer {
+        flat.insert(k, v);
+    }
+    flat.insert("attachment_id".into(), json!(attachment_id));
+    Value::Object(flat)
+}
+
 /// Takes the connector's host off the volume's export.
 ///
 /// # Errors
@@ -230,6 +247,8 @@ pub fn disconnect(
 fn connector_of(m: &Map<String, Value>) -> Result<Option<Map<String, Value>>, ApiError> {
     match m.get("connector") {
         None | Some(Value::Null) => Ok(None),
+        // Cinder tests `if connector:`; cinderclient sends `{}` for a reserve-only create.
+        Some(Value::Object(c)) if c.is_empty() => Ok(None),
         Some(Value::Object(c)) => Ok(Some(c.clone())),
         Some(_) => Err(ApiError::bad_request(
             "Invalid input for field/attribute connector. Value: must be an object.",
@@ -329,6 +348,10 @@ fn attach_connector(
             return Err(e);
         }
     };
+    // The attachments API keeps connection_info flat: the `data` keys beside
+    // `driver_volume_type`, plus the attachment's id (Cinder's `_connection_create`; Nova
+    // nests it back for os-brick).
+    let info = flatten(info, &a.id);
     let host = c.get("host").and_then(Value::as_str).map(str::to_owned);
     Ok(state.db().update_attachment(
         &a.id,

@@ -134,16 +134,13 @@ impl From<DbError> for ApiError {
             DbError::Conflict { kind, .. } => {
                 ApiError::bad_request(format!("Invalid {kind}: {}", capitalised(&msg)))
             }
-            DbError::OverQuota { resource, .. } => ApiError::over_limit(format!(
-                "{}: {msg}",
-                match resource.as_str() {
-                    "gigabytes" => "VolumeSizeExceedsAvailableQuota",
-                    "per_volume_gigabytes" => "VolumeSizeExceedsLimit",
-                    "snapshots" => "SnapshotLimitExceeded",
-                    "volumes" => "VolumeLimitExceeded",
-                    _ => "QuotaError",
-                }
-            )),
+            DbError::OverQuota {
+                resource,
+                limit,
+                in_use,
+                reserved,
+                requested,
+            } => ApiError::over_limit(over_quota(&resource, limit, in_use + reserved, requested)),
             DbError::Duplicate { .. } => ApiError::conflict(capitalised(&msg)),
             DbError::InUse { kind, .. } => {
                 ApiError::bad_request(format!("Invalid {kind}: {}", capitalised(&msg)))
@@ -213,6 +210,29 @@ impl From<AuthError> for ApiError {
             www_authenticate: www,
             ..ApiError::new(status, e.to_string())
         }
+    }
+}
+
+/// Cinder's quota messages (`cinder/exception.py`), by resource.
+fn over_quota(resource: &str, limit: i64, consumed: i64, requested: i64) -> String {
+    if resource == "per_volume_gigabytes" {
+        format!(
+            "VolumeSizeExceedsLimit: Requested volume size {requested}G is larger than maximum allowed limit {limit}G."
+        )
+    } else if resource.starts_with("gigabytes") || resource.starts_with("backup_gigabytes") {
+        format!(
+            "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed {resource} quota. Requested {requested}G, quota is {limit}G and {consumed}G has been consumed."
+        )
+    } else if resource.starts_with("snapshots") {
+        format!("SnapshotLimitExceeded: Maximum number of snapshots allowed ({limit}) exceeded")
+    } else if resource.starts_with("volumes") {
+        format!(
+            "VolumeLimitExceeded: Maximum number of volumes allowed ({limit}) exceeded for quota '{resource}'."
+        )
+    } else {
+        format!(
+            "QuotaError: Quota exceeded for {resource}: requested {requested}, {consumed} of {limit} used."
+        )
     }
 }
 
