@@ -35,6 +35,11 @@ pub fn routes() -> Router<Arc<ApiState>> {
 
 /// The `attachments` items of a volume's view: its attached attachments.
 pub fn volume_items(state: &ApiState, ctx: &Ctx, v: &Volume) -> Vec<Value> {
+    // The store keeps attach_status in step with the attachments: a detached volume has no
+    // attached attachment, and most volumes of a list are detached.
+    if v.attach_status == "detached" {
+        return Vec::new();
+    }
     let Ok(list) = state.db().attachments_of(&v.id) else {
         return Vec::new();
     };

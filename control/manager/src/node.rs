@@ -428,6 +428,7 @@ impl VolumeManager {
             .exports_of(&v.id)?
             .into_iter()
             .find(|e| e.protocol == protocol);
+        let recorded = existing.is_some();
         let mut e = match (protocol, existing) {
             (_, Some(e)) => e,
             ("iscsi", None) => Export {
@@ -469,8 +470,11 @@ impl VolumeManager {
         if !e.hosts.iter().any(|h| h == host) {
             e.hosts.push(host.to_owned());
         }
-        // The allow-list changes by replacing the target.
-        self.remove_export_on_datapath(&e)?;
+        // The allow-list changes by replacing the target; a first export replaces only a
+        // target a crash left behind.
+        if recorded || self.live_targets(protocol)?.contains(&e.target) {
+            self.remove_export_on_datapath(&e)?;
+        }
         self.add_export_on_datapath(&e)?;
         self.db.put_export(&e)?;
         tracing::info!(volume = %v.id, protocol, host, target = %e.target, "exported");
