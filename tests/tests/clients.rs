@@ -790,14 +790,15 @@ fn both_clients_without_keystone_in_noauth_mode() {
         &project_url,
     ]);
     let n1 = cinder.props(&["create", "--name", "n1", "1"]);
-    assert_eq!(n1["os-vol-tenant-attr:tenant_id"], project);
+    // Cinder's extension fields (tenant, host) are on show and the detailed list only.
     let n1 = cinder.cinder_wait("show", &n1["id"], "available");
+    assert_eq!(n1["os-vol-tenant-attr:tenant_id"], project);
     assert_eq!(n1["user_id"], user);
     let list = tables(&cinder.ok(&["list"]));
     assert_eq!(list[0].find("Name", "n1").len(), 1, "{list:?}");
-    let o1 = os.json(&["volume", "create", "--size", "1", "o1"]);
-    assert_eq!(o1["os-vol-tenant-attr:tenant_id"], project);
+    os.json(&["volume", "create", "--size", "1", "o1"]);
     let o1 = os.os_wait(&["volume"], "o1", "available");
+    assert_eq!(o1["os-vol-tenant-attr:tenant_id"], project);
     // Each client sees what the other made.
     let listed = os.json(&["volume", "list"]);
     let names: Vec<&str> = listed

@@ -238,7 +238,7 @@ pub async fn pipeline(
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     };
-    let mut resp = resp;
+    let mut resp = as_fault(resp).await;
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&rid) {
         h.insert("x-openstack-request-id", v.clone());
@@ -262,6 +262,36 @@ pub async fn pipeline(
         "api"
     );
     resp
+}
+
+/// Turns an error answer that is not a Cinder fault (axum's own text rejections: a path
+/// parameter that is not UTF-8, a query string that does not parse, a bare 405) into one,
+/// keeping its status and text.
+async fn as_fault(resp: Response) -> Response {
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !status.is_client_error() && !status.is_server_error() || json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).trim().to_owned(),
+        _ => status
+            .canonical_reason()
+            .unwrap_or("The request failed.")
+            .to_owned(),
+    };
+    let mut fault = ApiError::new(status, text).into_response();
+    for (k, v) in &parts.headers {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            fault.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    fault
 }
 
 async fn prepare(

@@ -23,6 +23,7 @@ pub mod image;
 pub mod messages;
 pub mod meta;
 pub mod misc;
+pub mod openapi;
 pub mod paging;
 pub mod quotas;
 pub mod service;
@@ -159,6 +160,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v3", get(v3_version))
         .route("/v3/", get(v3_version))
         .route("/healthcheck", get(|| async { "OK" }))
+        .route("/openapi.json", get(openapi::serve))
         .merge(image::routes())
         .merge(v3)
         .layer(DefaultBodyLimit::max(body::MAX_BODY))
@@ -166,7 +168,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
     if let Some(id) = &state.identity {
         inner = inner.merge(basalt_identity::mount(id.clone()));
     }
-    let inner = inner.fallback(not_found);
+    let inner = inner
+        .method_not_allowed_fallback(bad_method)
+        .fallback(not_found);
     // The project segment must come off before routing, so the rewrite wraps the router.
     Router::new().fallback_service(tower::Layer::layer(
         &axum::middleware::from_fn(ctx::rewrite),

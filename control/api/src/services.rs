@@ -142,7 +142,10 @@ async fn index(State(state): St, ctx: Ctx, Query(q): Pairs) -> Result<Response, 
         let sched = state.control.scheduler();
         let items: Vec<Value> = services
             .iter()
-            .filter(|s| host.as_ref().is_none_or(|h| *h == s.host))
+            .filter(|s| {
+                host.as_ref()
+                    .is_none_or(|h| h.is_empty() || filter_host(&s.host, h))
+            })
             .filter(|s| binary.as_ref().is_none_or(|b| *b == s.binary))
             .map(|s| {
                 let up = sched.is_up(node_of(&s.host), inst);
@@ -234,6 +237,11 @@ pub fn parse_change(b: &Value, with_reason: bool) -> Result<ServiceChange, ApiEr
     let Some(host) = host else {
         return Err(ApiError::invalid_input("Host field is missing."));
     };
+    if with_reason && m.get("disabled_reason") == Some(&Value::Null) {
+        return Err(ApiError::bad_request(
+            "Invalid input for field/attribute disabled_reason. Value: None. None is not of type 'string'",
+        ));
+    }
     let reason = if with_reason {
         match body::opt_str(m, "disabled_reason", 255)? {
             Some(r) if r.trim().is_empty() => {
@@ -588,6 +596,20 @@ pub fn capabilities_view(service_host: &str, backend: Option<&NodeReport>) -> Va
     })
 }
 
+/// Cinder's `_filter_host` (`cinder/db/api.py`), the services list's `host` filter: a value
+/// with `#` matches exactly; one with `@` also its pools (`value#*`); a bare host also its
+/// backends and pools (`value@*`, `value#*`).
+fn filter_host(service_host: &str, value: &str) -> bool {
+    if service_host == value {
+        return true;
+    }
+    if value.contains('#') {
+        return false;
+    }
+    let rest = service_host.strip_prefix(value).unwrap_or_default();
+    rest.starts_with('#') || (!value.contains('@') && rest.starts_with('@'))
+}
+
 /// Whether a service's host is what `wanted` names: the same, or (without a backend) its
 /// node (Cinder's `host_or_cluster` filter).
 fn host_matches(service_host: &str, wanted: &str) -> bool {
@@ -830,11 +852,27 @@ mod tests {
                 json!({"host": "h", "binary": "b", "disabled_reason": "  "}),
                 true,
             ),
+            (
+                json!({"host": "h", "binary": "b", "disabled_reason": null}),
+                true,
+            ),
             (json!({"host": "h", "binary": "b", "extra": 1}), false),
             (json!(["h"]), false),
         ] {
             assert!(parse_change(&bad, reason).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_host_filter_is_cinders() {
+        assert!(filter_host("n1@basalt", "n1"));
+        assert!(filter_host("n1", "n1"));
+        assert!(filter_host("n1@basalt", "n1@basalt"));
+        assert!(filter_host("n1@basalt#pool", "n1@basalt"));
+        assert!(filter_host("n1#pool", "n1"));
+        assert!(!filter_host("n10@basalt", "n1"));
+        assert!(!filter_host("n1@basalt2", "n1@basalt"));
+        assert!(!filter_host("n1@basalt#pool", "n1@basalt#pool2"));
     }
 
     fn view() -> PoolView {

@@ -16,6 +16,7 @@ use crate::body::{self, Body};
 use crate::ctx::Ctx;
 use crate::fault::ApiError;
 use crate::paging::{self, Kind};
+use crate::views::View;
 use crate::volumes::{arg_object, run_accepted, visible_volume};
 use crate::{ApiState, blocking, views};
 
@@ -76,7 +77,14 @@ async fn list_snapshots(
         let items: Vec<Value> = page
             .items
             .iter()
-            .map(|s| views::snapshot(&ctx, state, s))
+            .map(|s| {
+                let view = if detailed {
+                    View::Extended
+                } else {
+                    View::Summary
+                };
+                views::snapshot(&ctx, state, s, view)
+            })
             .collect();
         let path = if detailed {
             "snapshots/detail"
@@ -110,7 +118,8 @@ async fn show(State(state): St, ctx: Ctx, Path(id): Path<String>) -> Result<Resp
             &s.project_id,
             Some(&s.user_id),
         )?;
-        Ok(axum::Json(json!({"snapshot": views::snapshot(&ctx, state, &s)})).into_response())
+        let view = views::snapshot(&ctx, state, &s, View::Extended);
+        Ok(axum::Json(json!({ "snapshot": view })).into_response())
     })
     .await
 }
@@ -129,8 +138,15 @@ async fn create(State(state): St, ctx: Ctx, Body(b): Body) -> Result<Response, A
             "metadata",
         ],
     )?;
-    let vid = body::req_str(&m, "volume_id", 36)?;
-    let vid = body::uuid(&vid, "volume_id")?;
+    // `volume_id` is required but may be null (Cinder's `uuid_allow_null`); a null one is a
+    // volume that cannot be found.
+    let vid = match m.get("volume_id") {
+        Some(Value::Null) => None,
+        _ => Some(body::uuid(
+            &body::req_str(&m, "volume_id", 36)?,
+            "volume_id",
+        )?),
+    };
     let name = match body::opt_str(&m, "name", 255)? {
         Some(n) => Some(n),
         None => body::opt_str(&m, "display_name", 255)?,
@@ -143,6 +159,9 @@ async fn create(State(state): St, ctx: Ctx, Body(b): Body) -> Result<Response, A
     let metadata = match m.get("metadata") {
         None | Some(Value::Null) => Default::default(),
         Some(v) => body::metadata(v, "metadata")?,
+    };
+    let Some(vid) = vid else {
+        return Err(ApiError::not_found("Volume None could not be found."));
     };
     let v = {
         let ctx = ctx.clone();
@@ -186,7 +205,7 @@ async fn create(State(state): St, ctx: Ctx, Body(b): Body) -> Result<Response, A
     };
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(json!({"snapshot": views::snapshot(&ctx, &state, &s)})),
+        axum::Json(json!({"snapshot": views::snapshot(&ctx, &state, &s, View::Detail)})),
     )
         .into_response())
 }
@@ -234,7 +253,8 @@ async fn update(
                 ..SnapshotChange::default()
             },
         )?;
-        Ok(axum::Json(json!({"snapshot": views::snapshot(&ctx, state, &s)})).into_response())
+        let view = views::snapshot(&ctx, state, &s, View::Detail);
+        Ok(axum::Json(json!({ "snapshot": view })).into_response())
     })
     .await
 }

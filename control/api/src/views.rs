@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use basalt_db::{Snapshot, Volume, VolumeType};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::ApiState;
 use crate::ctx::Ctx;
@@ -56,14 +56,29 @@ pub fn volume_summary(ctx: &Ctx, v: &Volume) -> Value {
     json!({"id": v.id, "name": v.name, "links": ctx.links("volumes", &v.id)})
 }
 
+/// Which of Cinder's views an answer is. The `os-vol-*` and
+/// `os-extended-snapshot-attributes` controller extensions extend only `show` and `detail`
+/// (the detailed list), so create and update answers lack their fields; a snapshot list
+/// without details is the summary view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// The snapshot summary (`GET /snapshots`).
+    Summary,
+    /// The view builder's detail alone (create, update).
+    Detail,
+    /// The detail with the controller extensions (show, detailed list).
+    Extended,
+}
+
 /// The detail view at the request's microversion. `attachments` are the `attachments` items
-/// (attached ones only).
+/// (attached ones only); `view` is [`View::Extended`] for show and the detailed list.
 pub fn volume_detail(
     ctx: &Ctx,
     state: &ApiState,
     v: &Volume,
     attachments: Vec<Value>,
     types: &TypeNames,
+    view: View,
 ) -> Value {
     let mv = ctx.version;
     let mut o = json!({
@@ -94,6 +109,35 @@ pub fn volume_detail(
     if ctx.is_admin() {
         m.insert("migration_status".into(), json!(v.migration_status));
     }
+    if view == View::Extended {
+        volume_extensions(ctx, state, v, m);
+    }
+    if mv.at_least(13) {
+        m.insert("group_id".into(), Value::Null);
+    }
+    if mv.at_least(21) && ctx.is_admin() {
+        m.insert("provider_id".into(), Value::Null);
+    }
+    if mv.at_least(48) {
+        // Every Basalt target serves one volume: no shared targets.
+        m.insert("shared_targets".into(), json!(false));
+        m.insert("service_uuid".into(), Value::Null);
+    }
+    if mv.at_least(61) && ctx.is_admin() {
+        m.insert("cluster_name".into(), Value::Null);
+    }
+    if mv.at_least(63) {
+        m.insert("volume_type_id".into(), json!(v.volume_type_id));
+    }
+    if mv.at_least(65) {
+        m.insert("consumes_quota".into(), json!(v.use_quota));
+    }
+    o
+}
+
+/// The `os-vol-host-attr`, `os-vol-mig-status-attr` and `os-vol-tenant-attr` extensions of
+/// show and the detailed list, each as its policy allows.
+fn volume_extensions(ctx: &Ctx, state: &ApiState, v: &Volume, m: &mut Map<String, Value>) {
     if ctx.allowed(
         state,
         "volume_extension:volume_host_attribute",
@@ -119,31 +163,12 @@ pub fn volume_detail(
     ) {
         m.insert("os-vol-tenant-attr:tenant_id".into(), json!(v.project_id));
     }
-    if mv.at_least(13) {
-        m.insert("group_id".into(), Value::Null);
-    }
-    if mv.at_least(21) && ctx.is_admin() {
-        m.insert("provider_id".into(), Value::Null);
-    }
-    if mv.at_least(48) {
-        // Every Basalt target serves one volume: no shared targets.
-        m.insert("shared_targets".into(), json!(false));
-        m.insert("service_uuid".into(), Value::Null);
-    }
-    if mv.at_least(61) && ctx.is_admin() {
-        m.insert("cluster_name".into(), Value::Null);
-    }
-    if mv.at_least(63) {
-        m.insert("volume_type_id".into(), json!(v.volume_type_id));
-    }
-    if mv.at_least(65) {
-        m.insert("consumes_quota".into(), json!(v.use_quota));
-    }
-    o
 }
 
-/// A snapshot's view (summary and detail are the same in Cinder).
-pub fn snapshot(ctx: &Ctx, state: &ApiState, s: &Snapshot) -> Value {
+/// A snapshot's view: the summary for `GET /snapshots`; the v3 detail (3.14
+/// `group_snapshot_id`, 3.41 `user_id`, 3.65 `consumes_quota`) for create and update; that and
+/// the `os-extended-snapshot-attributes` extension for show and the detailed list.
+pub fn snapshot(ctx: &Ctx, state: &ApiState, s: &Snapshot, view: View) -> Value {
     let mv = ctx.version;
     let mut o = json!({
         "id": s.id,
@@ -159,11 +184,16 @@ pub fn snapshot(ctx: &Ctx, state: &ApiState, s: &Snapshot) -> Value {
     let Some(m) = o.as_object_mut() else {
         return o;
     };
-    if ctx.allowed(
-        state,
-        "volume_extension:extended_snapshot_attributes",
-        &s.project_id,
-    ) {
+    if view == View::Summary {
+        return o;
+    }
+    if view == View::Extended
+        && ctx.allowed(
+            state,
+            "volume_extension:extended_snapshot_attributes",
+            &s.project_id,
+        )
+    {
         m.insert(
             "os-extended-snapshot-attributes:progress".into(),
             json!(s.progress),

@@ -17,7 +17,7 @@ use crate::body::{self, Body};
 use crate::ctx::Ctx;
 use crate::fault::ApiError;
 use crate::paging::{self, Kind};
-use crate::views::{self, TypeNames};
+use crate::views::{self, TypeNames, View};
 use crate::{ApiState, blocking};
 
 type St = State<Arc<ApiState>>;
@@ -55,8 +55,8 @@ pub fn attachment_items(state: &ApiState, ctx: &Ctx, v: &Volume) -> Vec<Value> {
     crate::attachments::volume_items(state, ctx, v)
 }
 
-fn detail(state: &ApiState, ctx: &Ctx, v: &Volume, types: &TypeNames) -> Value {
-    views::volume_detail(ctx, state, v, attachment_items(state, ctx, v), types)
+fn detail(state: &ApiState, ctx: &Ctx, v: &Volume, types: &TypeNames, view: View) -> Value {
+    views::volume_detail(ctx, state, v, attachment_items(state, ctx, v), types, view)
 }
 
 async fn list(State(state): St, ctx: Ctx, Query(q): Pairs) -> Result<Response, ApiError> {
@@ -90,7 +90,7 @@ async fn list_volumes(
             .iter()
             .map(|v| {
                 if detailed {
-                    detail(state, &ctx, v, &types)
+                    detail(state, &ctx, v, &types, View::Extended)
                 } else {
                     views::volume_summary(&ctx, v)
                 }
@@ -124,7 +124,8 @@ async fn show(State(state): St, ctx: Ctx, Path(id): Path<String>) -> Result<Resp
         let v = visible_volume(state, &ctx, &id)?;
         ctx.authorize(state, "volume:get", &v.project_id, Some(&v.user_id))?;
         let types = TypeNames::load(state);
-        Ok(axum::Json(json!({"volume": detail(state, &ctx, &v, &types)})).into_response())
+        let view = detail(state, &ctx, &v, &types, View::Extended);
+        Ok(axum::Json(json!({ "volume": view })).into_response())
     })
     .await
 }
@@ -328,7 +329,7 @@ async fn create(State(state): St, ctx: Ctx, Body(b): Body) -> Result<Response, A
         };
         let pending = state.control.accept_volume(&new)?;
         let types = TypeNames::load(state);
-        let view = detail(state, &ctx, &pending.volume, &types);
+        let view = detail(state, &ctx, &pending.volume, &types, View::Detail);
         Ok((pending, view))
     })
     .await?;
@@ -426,7 +427,8 @@ async fn update(
             v.metadata = state.db().set_volume_metadata(&id, &meta, true)?;
         }
         let types = TypeNames::load(state);
-        Ok(axum::Json(json!({"volume": detail(state, &ctx, &v, &types)})).into_response())
+        let view = detail(state, &ctx, &v, &types, View::Detail);
+        Ok(axum::Json(json!({ "volume": view })).into_response())
     })
     .await
 }
