@@ -160,12 +160,35 @@ fn capabilities(c: &Candidate<'_>, req: &Request) -> bool {
             }
             scope.remove(0);
         }
+        if scope == ["storage_protocol"] {
+            // A node may serve several protocols (`iSCSI/NVMe-oF`), and Cinder matches a
+            // protocol by any of its spellings (`STORAGE_PROTOCOL_VARIANTS`).
+            let served = c.capability(&scope).unwrap_or_default();
+            let ok = served
+                .split('/')
+                .flat_map(protocol_variants)
+                .any(|v| specs::matches(Some(v), want));
+            if !ok {
+                return false;
+            }
+            continue;
+        }
         let have = c.capability(&scope);
         if !specs::matches(have.as_deref(), want) {
             return false;
         }
     }
     true
+}
+
+/// The spellings of a storage protocol Cinder accepts for it.
+fn protocol_variants(p: &str) -> Vec<&str> {
+    match p.trim() {
+        "iSCSI" | "iscsi" => vec!["iSCSI", "iscsi"],
+        "NVMe-oF" | "nvmeof" | "NVMeOF" => vec!["NVMe-oF", "nvmeof", "NVMeOF"],
+        "NBD" | "nbd" => vec!["NBD", "nbd"],
+        other => vec![other],
+    }
 }
 
 /// The pool a filter chain saw, for messages.

@@ -244,6 +244,22 @@ fn capabilities_follow_cinder_scoping_and_operators() {
             .len(),
         2
     );
+    // A node serving iSCSI and NVMe-oF matches either, in any of Cinder's spellings.
+    for want in [
+        "iSCSI",
+        "iscsi",
+        "NVMe-oF",
+        "nvmeof",
+        "capabilities:storage_protocol",
+    ] {
+        let (key, value) = if want.starts_with("capabilities:") {
+            (want, "iSCSI")
+        } else {
+            ("storage_protocol", want)
+        };
+        assert_eq!(place(&s, &[(key, value)]).expect("ok").len(), 2, "{want}");
+    }
+    assert!(place(&s, &[("storage_protocol", "FC")]).is_err());
     // Keys in other scopes are not capabilities.
     assert_eq!(
         place(
