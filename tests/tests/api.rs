@@ -1334,6 +1334,9 @@ fn types_specs_access_admin_views_and_version_edges() {
         202,
     );
     assert_eq!(ro, Value::Null);
+    // From now on the flag shows in the metadata, as Cinder's admin metadata.
+    let shown = e.ok("GET", &format!("volumes/{v3}"), None, 200);
+    assert_eq!(shown["volume"]["metadata"]["readonly"], "True");
     e.fault("POST", &format!("volumes/{v3}/action"), Some(json!({"os-attach": {"instance_uuid": "8f1c8d0e-6d1b-4f0e-9f44-2a6b9c1d7e21", "mountpoint": "/dev/vdb", "mode": "rw"}})), 400, "badRequest");
     e.ok(
         "POST",

@@ -51,6 +51,20 @@ pub fn time(t: Option<basalt_db::Timestamp>) -> Value {
     t.map_or(Value::Null, |t| json!(t.to_string()))
 }
 
+/// A volume's metadata as Cinder shows it: the user's keys, plus the `readonly` admin
+/// metadata (`"True"`/`"False"`) once the read-only flag has been set
+/// (`add_visible_admin_metadata`).
+pub fn visible_metadata(v: &Volume) -> basalt_db::Metadata {
+    let mut m = v.metadata.clone();
+    if v.readonly_set {
+        m.insert(
+            "readonly".into(),
+            if v.readonly { "True" } else { "False" }.into(),
+        );
+    }
+    m
+}
+
 /// The summary view of lists: id, name, links.
 pub fn volume_summary(ctx: &Ctx, v: &Volume) -> Value {
     json!({"id": v.id, "name": v.name, "links": ctx.links("volumes", &v.id)})
@@ -93,7 +107,7 @@ pub fn volume_detail(
         "volume_type": types.name(v.volume_type_id.as_deref()),
         "snapshot_id": v.snapshot_id,
         "source_volid": v.source_volid,
-        "metadata": v.metadata,
+        "metadata": visible_metadata(v),
         "links": ctx.links("volumes", &v.id),
         "user_id": v.user_id,
         "bootable": if v.bootable { "true" } else { "false" },

@@ -191,6 +191,9 @@ pub struct Volume {
     pub multiattach: bool,
     /// Read-only flag (`os-update_readonly_flag`).
     pub readonly: bool,
+    /// Whether the read-only flag was ever set: Cinder then shows `readonly` ("True" or
+    /// "False") in the volume's metadata, from its admin metadata.
+    pub readonly_set: bool,
     /// Source volume, for a clone.
     pub source_volid: Option<String>,
     /// Source snapshot.

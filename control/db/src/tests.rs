@@ -525,7 +525,7 @@ fn the_database_survives_reopening_and_refuses_a_newer_schema() {
     match SqliteStore::open(&path) {
         Err(DbError::SchemaTooNew {
             found: 99,
-            known: 2,
+            known: 3,
         }) => {}
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -1316,17 +1316,50 @@ fn projects_have_default_types_that_cannot_be_deleted() {
 fn a_version_1_database_migrates_and_keeps_its_rows() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("basalt.db");
-    let v = {
+    let id = new_uuid().expect("uuid");
+    {
         let s = SqliteStore::open_at_version(&path, 1).expect("open at 1");
         assert_eq!(s.schema_version().expect("version"), 1);
-        // The version 1 operations work there; the new tables do not exist yet.
-        let v = available_vol(&s, "p", 3, false);
-        assert!(s.attachments_of(&v.id).is_err());
-        v
-    };
+        drop(s);
+        // A row as version 1 wrote it (this code's queries name newer columns).
+        let c = rusqlite::Connection::open(&path).expect("raw");
+        c.execute(
+            "INSERT INTO volumes (id, project_id, user_id, size_gb, status, attach_status, \
+             availability_zone, bootable, multiattach, readonly, use_quota, created_at) \
+             VALUES (?1, 'p', 'u', 3, 'available', 'detached', 'nova', 0, 0, 1, 1, 1)",
+            [&id],
+        )
+        .expect("v1 row");
+        c.execute_batch(
+            "INSERT INTO quota_usages (project_id, resource, in_use, reserved) VALUES \
+             ('p', 'volumes', 1, 0), ('p', 'gigabytes', 3, 0)",
+        )
+        .expect("v1 usage");
+        assert!(
+            c.prepare("SELECT readonly_set FROM volumes").is_err(),
+            "version 1 has no readonly_set"
+        );
+    }
     let s = SqliteStore::open(&path).expect("migrated");
-    assert_eq!(s.schema_version().expect("version"), 2);
-    assert_eq!(s.get_volume(&v.id).expect("kept"), v);
+    assert_eq!(
+        s.schema_version().expect("version"),
+        SqliteStore::known_schema_version()
+    );
+    let v = s.get_volume(&id).expect("kept");
+    assert_eq!((v.size_gb, v.readonly, v.readonly_set), (3, true, false));
+    assert_eq!(status_of(&s, &v.id), pair("available", "detached"));
+    // Setting the flag records that it was set.
+    let v = s
+        .update_volume(
+            &id,
+            &[],
+            &VolumeChange {
+                readonly: Some(false),
+                ..VolumeChange::default()
+            },
+        )
+        .expect("flag");
+    assert_eq!((v.readonly, v.readonly_set), (false, true));
     let a = reserve(&s, &v, None).expect("attachments now");
     s.set_default_type(
         "p",
@@ -1338,7 +1371,10 @@ fn a_version_1_database_migrates_and_keeps_its_rows() {
     drop(s);
     // Reopened at the newest version: nothing to do, everything there.
     let s = SqliteStore::open(&path).expect("reopened");
-    assert_eq!(s.schema_version().expect("version"), 2);
+    assert_eq!(
+        s.schema_version().expect("version"),
+        SqliteStore::known_schema_version()
+    );
     assert_eq!(s.get_attachment(&a.id).expect("kept"), a);
     assert_eq!(status_of(&s, &v.id), pair("reserved", "reserved"));
     assert!(s.get_default_type("p").expect("default").is_some());

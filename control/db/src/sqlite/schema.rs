@@ -208,4 +208,9 @@ CREATE TABLE default_volume_types (
 );
 CREATE INDEX default_volume_types_by_type ON default_volume_types(volume_type_id);
 ",
+    // 3: whether a volume's read-only flag was ever set (Cinder shows it in the metadata
+    // from then on, as its `readonly` admin metadata).
+    r"
+ALTER TABLE volumes ADD COLUMN readonly_set INTEGER NOT NULL DEFAULT 0;
+",
 ];

@@ -11,7 +11,7 @@ use crate::{DbError, Reservation};
 const COLUMNS: &str = "id, project_id, user_id, name, description, size_gb, status, \
     previous_status, attach_status, migration_status, volume_type_id, availability_zone, host, \
     bootable, multiattach, readonly, source_volid, snapshot_id, use_quota, user_message, \
-    created_at, updated_at, launched_at";
+    created_at, updated_at, launched_at, readonly_set";
 
 /// How long an extend's reservation lives before the expiry sweep rolls it back.
 const RESERVATION_SECS: i64 = 86_400;
@@ -78,6 +78,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Volume> {
         created_at: Timestamp(r.get(20)?),
         updated_at: r.get::<_, Option<i64>>(21)?.map(Timestamp),
         launched_at: r.get::<_, Option<i64>>(22)?.map(Timestamp),
+        readonly_set: r.get(23)?,
     })
 }
 
@@ -239,6 +240,7 @@ pub(crate) fn update(
     }
     if let Some(b) = c.readonly {
         set("readonly", i64::from(b).into());
+        set("readonly_set", 1i64.into());
     }
     if let Some(s) = &c.user_message {
         set("user_message", s.clone().into());
