@@ -7,8 +7,14 @@
 #   tgt               tgtd, the reference iSCSI target in bench/compare-iscsi.sh
 #   qemu-block-extra  QEMU's iscsi:// block driver ...
 #   qemu-utils        ... and qemu-img, installed after it so both come from the same release
+#                     (also qemu-io, and qemu-nbd, the peer in bench/compare-nbd.sh)
+#   libnbd-bin        nbdinfo and nbdcopy, NBD clients in tests/tests/nbd.rs (fio's nbd engine
+#                     uses the same libnbd)
 #   python3-cinderclient    the `cinder` command, a real Cinder client, in tests/tests/clients.rs
 #   python3-openstackclient the `openstack` command, the other real client, in the same test
+#   debootstrap       builds tests/guest's Debian guest (the kernel's iSCSI and NVMe/TCP initiators)
+#   qemu-system-x86   boots that guest under software emulation
+#   e2fsprogs         mkfs.ext4 -d, the guest's root file system without a loop mount
 # Safe to run again: packages already present are left alone, and apt-get runs only when
 # something is missing.
 set -euo pipefail
@@ -21,6 +27,10 @@ command -v iscsi-test-cu >/dev/null || need+=(libiscsi-bin)
 command -v tgtd >/dev/null || need+=(tgt)
 command -v cinder >/dev/null || need+=(python3-cinderclient)
 command -v openstack >/dev/null || need+=(python3-openstackclient)
+command -v nbdinfo >/dev/null || need+=(libnbd-bin)
+PATH=$PATH:/usr/sbin:/sbin command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+PATH=$PATH:/usr/sbin:/sbin command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 # qemu-img lists iscsi among its formats even when the module that implements it
 # (qemu-block-extra) is missing, so ask it to open an iscsi:// URL on a closed port: a missing
 # module says so at once.

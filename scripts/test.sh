@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test Basalt has, as CI does: installs what the tests need, checks formatting and
 # lints, runs the workspace's unit, property and end-to-end tests, the loom models of the
-# control rings, and the fuzz targets' stable smoke run. Exits non-zero on the first failure.
+# control rings, the fuzz targets' stable smoke run, and the Linux kernel's iSCSI and NVMe/TCP
+# initiators in a QEMU guest (tests/guest). Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,5 +28,12 @@ if [ -f fuzz/Cargo.toml ]; then
     step "fuzz targets: stable smoke run over seeds and mutations"
     (cd fuzz && cargo test --release --locked)
 fi
+
+step "the Linux kernel's initiators in a QEMU guest: open-iscsi and nvme-cli against basalt up"
+# tests/guest/run.sh builds the guest (debootstrap, cached in build/guest) and boots it under
+# software emulation. It gets the debug binary that cargo test already built: the emulated guest
+# bounds this test's time, not the target (tests/guest/README.md).
+cargo build --locked -p basalt
+BASALT_BIN="${CARGO_TARGET_DIR:-build}/debug/basalt" tests/guest/run.sh
 
 step "all tests passed"
