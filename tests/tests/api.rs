@@ -1175,6 +1175,53 @@ fn types_specs_access_admin_views_and_version_edges() {
         alice.ok("GET", &format!("volumes/{v2}"), None, 200)["volume"]["volume_type"],
         "gold"
     );
+    // Retype in place: the node satisfies "secret"; a type naming another backend would need a
+    // migration, which is refused.
+    alice.ok(
+        "POST",
+        &format!("volumes/{v2}/action"),
+        Some(json!({"os-retype": {"new_type": "secret"}})),
+        202,
+    );
+    assert_eq!(
+        alice.ok("GET", &format!("volumes/{v2}"), None, 200)["volume"]["volume_type"],
+        "secret"
+    );
+    a.ok("POST", "types", Some(json!({"volume_type": {"name": "elsewhere", "extra_specs": {"volume_backend_name": "other"}}})), 200);
+    alice.fault(
+        "POST",
+        &format!("volumes/{v2}/action"),
+        Some(json!({"os-retype": {"new_type": "elsewhere", "migration_policy": "on-demand"}})),
+        400,
+        "badRequest",
+    );
+    alice.fault(
+        "POST",
+        &format!("volumes/{v2}/action"),
+        Some(json!({"os-retype": {"new_type": "secret"}})),
+        400,
+        "badRequest",
+    );
+    // 3.71's extend completion: no Basalt extend waits for one.
+    let mut a71 = Client {
+        version: "3.70".into(),
+        ..admin(&c)
+    };
+    a71.fault(
+        "POST",
+        &format!("volumes/{v2}/action"),
+        Some(json!({"os-extend_volume_completion": {"error": false}})),
+        404,
+        "itemNotFound",
+    );
+    a71.version = "3.71".into();
+    a71.fault(
+        "POST",
+        &format!("volumes/{v2}/action"),
+        Some(json!({"os-extend_volume_completion": {"error": false}})),
+        400,
+        "badRequest",
+    );
     a62.version = "3.61".into();
     a62.fault(
         "GET",

@@ -28,7 +28,8 @@ pub const MIN: Version = Version::new(3, 0);
 /// Every microversion's change to what Basalt serves is implemented (views, validation,
 /// actions, filters). Features Basalt does not have are refused the same way at every
 /// version: groups, backups (until the backup service lands) and QoS answer 404 as unknown
-/// resources; image, migration, retype and manage actions answer 400 saying so.
+/// resources; image, migration (and so a retype that needs one) and manage actions answer
+/// 400 saying so.
 /// `docs/api.md` lists them.
 pub const MAX: Version = Version::new(3, 71);
 

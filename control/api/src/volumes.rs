@@ -700,17 +700,112 @@ async fn action(
         | "os-reimage" => Err(ApiError::bad_request(format!(
             "{name} needs an image service; this Basalt deployment has none."
         ))),
-        "os-migrate_volume"
-        | "os-migrate_volume_completion"
-        | "os-retype"
-        | "os-unmanage"
-        | "os-extend_volume_completion" => Err(ApiError::bad_request(format!(
-            "{name} is not supported by Basalt yet."
-        ))),
+        "os-retype" => retype(&state, &ctx, v, &arg).await,
+        "os-extend_volume_completion" => {
+            if !ctx.version.at_least(71) {
+                return Err(ApiError::not_found(
+                    "There is no such action: os-extend_volume_completion",
+                ));
+            }
+            ctx.authorize(
+                &state,
+                "volume_extension:volume_admin_actions:extend_volume_completion",
+                &v.project_id,
+                None,
+            )?;
+            // Basalt's extends finish on their own (the datapath grows the volume and the
+            // targets announce the new capacity); none ever waits for Nova's report.
+            Err(ApiError::bad_request(format!(
+                "Invalid volume: Volume {} is {}; it has no extend waiting for a completion report.",
+                v.id, v.status
+            )))
+        }
+        "os-migrate_volume" | "os-migrate_volume_completion" | "os-unmanage" => Err(
+            ApiError::bad_request(format!("{name} is not supported by Basalt yet.")),
+        ),
         other => Err(ApiError::bad_request(format!(
             "There is no such action: {other}"
         ))),
     }
+}
+
+/// `os-retype`: a new type the volume's backend satisfies is applied in place (its per-type
+/// quota moves with it); one it does not satisfy would need a migration, which Basalt does
+/// not do, so it is refused.
+async fn retype(
+    state: &Arc<ApiState>,
+    ctx: &Ctx,
+    v: Volume,
+    arg: &Value,
+) -> Result<Response, ApiError> {
+    ctx.authorize(state, "volume:retype", &v.project_id, Some(&v.user_id))?;
+    let a = arg_object(arg, "os-retype")?;
+    let wanted = body::req_str(&a, "new_type", 255)?;
+    let policy = body::opt_str(&a, "migration_policy", 255)?.unwrap_or_else(|| "never".into());
+    if policy != "never" && policy != "on-demand" {
+        return Err(ApiError::invalid_input(format!(
+            "migration_policy must be 'on-demand' or 'never', not {policy}"
+        )));
+    }
+    if !["available", "in-use"].contains(&v.status.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "Invalid volume: Volume {} status must be available or in-use, but current status is: {}.",
+            v.id, v.status
+        )));
+    }
+    let ctx = ctx.clone();
+    blocking(state, move |state| {
+        let db = state.db();
+        let t = db.get_volume_type(&wanted).map_err(|e| match e {
+            DbError::NotFound { .. } => {
+                ApiError::not_found(format!("Volume type {wanted} could not be found."))
+            }
+            o => o.into(),
+        })?;
+        if !t.is_public && !ctx.is_admin() && !t.access.iter().any(|p| p == ctx.project()) {
+            return Err(ApiError::not_found(format!(
+                "Volume type {wanted} could not be found."
+            )));
+        }
+        if v.volume_type_id.as_deref() == Some(t.id.as_str()) {
+            return Err(ApiError::invalid_input(
+                "Retype requires a volume type different from the volume's.",
+            ));
+        }
+        let pool: basalt_scheduler::PoolId = v
+            .host
+            .as_deref()
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("Invalid volume: Volume {} has no host.", v.id))
+            })?
+            .parse()
+            .map_err(|e: basalt_scheduler::PoolIdError| ApiError::internal(e.to_string()))?;
+        let req = basalt_scheduler::Request {
+            size_gb: 0,
+            availability_zone: Some(v.availability_zone.clone()),
+            extra_specs: t.extra_specs.clone(),
+            ..basalt_scheduler::Request::default()
+        };
+        if let Err(e) = state
+            .control
+            .scheduler()
+            .backend_passes_filters(&pool, &req, Instant::now())
+        {
+            return Err(ApiError::bad_request(format!(
+                "No valid backend for volume type {}: the volume's backend {pool} does not satisfy it ({e}), and Basalt does not migrate volumes{}.",
+                t.name,
+                if policy == "on-demand" {
+                    " (migration_policy on-demand is not supported)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let r = db.retype_volume(&v.id, &["available", "in-use"], &t.id, type_multiattach(&t))?;
+        tracing::info!(volume = %r.id, to = %t.name, "retyped in place");
+        Ok(StatusCode::ACCEPTED.into_response())
+    })
+    .await
 }
 
 /// An action's argument as an object (`{}` for a null argument).

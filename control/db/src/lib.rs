@@ -87,6 +87,20 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
         change: &VolumeChange,
     ) -> Result<Volume, DbError>;
 
+    /// Changes the type of a volume whose status is one of `expected`, in place: its per-type
+    /// quota (`volumes_<type>`, `gigabytes_<type>`) moves to the new type in the same
+    /// transaction, and `multiattach` is set as the new type says.
+    ///
+    /// # Errors
+    /// Unknown volume or type, unexpected status, over the new type's quota.
+    fn retype_volume(
+        &self,
+        id: &str,
+        expected: &[&str],
+        new_type_id: &str,
+        multiattach: bool,
+    ) -> Result<Volume, DbError>;
+
     /// Sets metadata keys (all of them, dropping others, when `replace`); returns the result.
     ///
     /// # Errors

@@ -1532,3 +1532,49 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn retype_moves_the_per_type_quota_or_changes_nothing() {
+    let s = SqliteStore::in_memory().expect("store");
+    let silver = s
+        .create_volume_type("silver", None, true, &BTreeMap::new())
+        .expect("silver");
+    let gold = s
+        .create_volume_type("gold", None, true, &BTreeMap::new())
+        .expect("gold");
+    let mut nv = new_vol("p", 4);
+    nv.volume_type_id = Some(silver.id.clone());
+    let v = s.create_volume(&nv).expect("created");
+    let v = s
+        .update_volume(&v.id, &["creating"], &to("available"))
+        .expect("available");
+    assert_eq!(used(&s, "p", "volumes_silver"), (1, 0));
+    assert_eq!(used(&s, "p", "gigabytes_silver"), (4, 0));
+    // Over the new type's limit: refused, nothing moved.
+    s.set_quota_limit("p", "gigabytes_gold", 3).expect("limit");
+    assert!(matches!(
+        s.retype_volume(&v.id, &["available"], &gold.id, false),
+        Err(DbError::OverQuota { .. })
+    ));
+    assert_eq!(
+        s.get_volume(&v.id).expect("v").volume_type_id,
+        Some(silver.id.clone())
+    );
+    assert_eq!(used(&s, "p", "gigabytes_silver"), (4, 0));
+    s.set_quota_limit("p", "gigabytes_gold", 10).expect("limit");
+    // Wrong state: refused.
+    assert!(matches!(
+        s.retype_volume(&v.id, &["in-use"], &gold.id, false),
+        Err(DbError::Conflict { .. })
+    ));
+    let r = s
+        .retype_volume(&v.id, &["available"], &gold.id, true)
+        .expect("retyped");
+    assert_eq!(r.volume_type_id, Some(gold.id.clone()));
+    assert!(r.multiattach);
+    assert_eq!(used(&s, "p", "volumes_silver"), (0, 0));
+    assert_eq!(used(&s, "p", "gigabytes_gold"), (4, 0));
+    assert_eq!(used(&s, "p", "volumes"), (1, 0));
+    assert_eq!(used(&s, "p", "gigabytes"), (4, 0));
+    assert!(s.audit_usage("p").expect("audit").is_empty());
+}

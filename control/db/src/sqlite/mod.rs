@@ -254,6 +254,18 @@ impl MetadataStore for SqliteStore {
         self.write(|tx| volumes::update(tx, id, expected, change, Timestamp::now()))
     }
 
+    fn retype_volume(
+        &self,
+        id: &str,
+        expected: &[&str],
+        new_type_id: &str,
+        multiattach: bool,
+    ) -> Result<Volume, DbError> {
+        self.write(|tx| {
+            volumes::retype(tx, id, expected, new_type_id, multiattach, Timestamp::now())
+        })
+    }
+
     fn set_volume_metadata(
         &self,
         id: &str,

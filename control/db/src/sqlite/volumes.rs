@@ -195,6 +195,38 @@ pub(crate) fn create(
     get(tx, &new.id)
 }
 
+/// Changes a volume's type in place (a retype that needs no migration): the per-type quota
+/// moves from the old type to the new one in the same transaction, and multi-attach follows
+/// the new type.
+pub(crate) fn retype(
+    tx: &Transaction<'_>,
+    id: &str,
+    expected: &[&str],
+    new_type_id: &str,
+    multiattach: bool,
+    now: Timestamp,
+) -> Result<Volume, DbError> {
+    let v = get(tx, id)?;
+    expect_status("volume", id, &v.status, expected)?;
+    let old_name = type_name(tx, v.volume_type_id.as_deref())?;
+    let new_name = type_name(tx, Some(new_type_id))?;
+    if v.use_quota {
+        let per_type = |name: &Option<String>| -> Vec<(String, i64)> {
+            quotas::costs("volumes", v.size_gb, name.as_deref())
+                .into_iter()
+                .skip(2)
+                .collect()
+        };
+        quotas::charge(tx, &v.project_id, &per_type(&new_name))?;
+        quotas::add_in_use(tx, &v.project_id, &quotas::negate(&per_type(&old_name)))?;
+    }
+    tx.execute(
+        "UPDATE volumes SET volume_type_id = ?1, multiattach = ?2, updated_at = ?3 WHERE id = ?4",
+        (new_type_id, multiattach, now.0, id),
+    )?;
+    get(tx, id)
+}
+
 pub(crate) fn update(
     tx: &Transaction<'_>,
     id: &str,
