@@ -1436,3 +1436,227 @@ fn types_specs_access_admin_views_and_version_edges() {
         202,
     );
 }
+
+#[test]
+fn quota_classes_legacy_transfers_and_the_remaining_endpoints() {
+    let c = Cloud::start("builtin");
+    let a = admin(&c);
+    c.identity(&["project", "create", "demo"]);
+    c.identity(&[
+        "user",
+        "create",
+        "alice",
+        "--password",
+        "alice-pw",
+        "--project",
+        "demo",
+    ]);
+    c.identity(&["role", "add", "alice", "demo", "member"]);
+    let (token, project) = c.token("alice", "alice-pw", "demo");
+    let alice = Client {
+        cloud: &c,
+        token,
+        project,
+        version: "3.0".into(),
+    };
+
+    // Quota classes and defaults: a new default applies to projects without overrides.
+    let qc = a.ok("GET", "os-quota-class-sets/default", None, 200);
+    assert_eq!(qc["quota_class_set"]["volumes"], 10);
+    a.ok(
+        "PUT",
+        "os-quota-class-sets/default",
+        Some(json!({"quota_class_set": {"snapshots": 12}})),
+        200,
+    );
+    let d = alice.ok(
+        "GET",
+        &format!("os-quota-sets/{}/defaults", alice.project),
+        None,
+        200,
+    );
+    assert_eq!(d["quota_set"]["snapshots"], 12);
+    alice.fault(
+        "PUT",
+        "os-quota-class-sets/default",
+        Some(json!({"quota_class_set": {"volumes": 99}})),
+        403,
+        "forbidden",
+    );
+    a.fault(
+        "PUT",
+        &format!("os-quota-sets/{}", alice.project),
+        Some(json!({"quota_set": {"volumes": -2}})),
+        400,
+        "badRequest",
+    );
+    a.fault(
+        "PUT",
+        &format!("os-quota-sets/{}", alice.project),
+        Some(json!({"quota_set": {"bogus": 1}})),
+        400,
+        "badRequest",
+    );
+    a.ok(
+        "PUT",
+        &format!("os-quota-sets/{}", alice.project),
+        Some(json!({"quota_set": {"volumes": 3}})),
+        200,
+    );
+    a.ok(
+        "DELETE",
+        &format!("os-quota-sets/{}", alice.project),
+        None,
+        200,
+    );
+    let q = alice.ok(
+        "GET",
+        &format!("os-quota-sets/{}", alice.project),
+        None,
+        200,
+    );
+    assert_eq!(q["quota_set"]["volumes"], 10);
+
+    // The legacy transfer API (no microversion needed).
+    let v = alice.create_volume(json!({"size": 1, "name": "legacy"}));
+    let t = alice.ok(
+        "POST",
+        "os-volume-transfer",
+        Some(json!({"transfer": {"volume_id": v, "name": "t"}})),
+        202,
+    );
+    let tid = t["transfer"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(t["transfer"]["auth_key"].as_str().map(str::len), Some(16));
+    assert_eq!(
+        alice.ok("GET", "os-volume-transfer", None, 200)["transfers"][0]["id"],
+        json!(tid)
+    );
+    let det = alice.ok("GET", "os-volume-transfer/detail", None, 200);
+    assert!(det["transfers"][0]["created_at"].is_string());
+    alice.ok("GET", &format!("os-volume-transfer/{tid}"), None, 200);
+    // The new endpoint needs 3.55.
+    alice.fault("GET", "volume-transfers", None, 404, "itemNotFound");
+    alice.ok("DELETE", &format!("os-volume-transfer/{tid}"), None, 202);
+    assert_eq!(
+        alice.ok("GET", &format!("volumes/{v}"), None, 200)["volume"]["status"],
+        "available"
+    );
+    let t = alice.ok(
+        "POST",
+        "os-volume-transfer",
+        Some(json!({"transfer": {"volume_id": v}})),
+        202,
+    );
+    let (tid, key) = (
+        t["transfer"]["id"].as_str().expect("id").to_owned(),
+        t["transfer"]["auth_key"].as_str().expect("key").to_owned(),
+    );
+    a.ok(
+        "POST",
+        &format!("os-volume-transfer/{tid}/accept"),
+        Some(json!({"accept": {"auth_key": key}})),
+        202,
+    );
+    alice.fault("GET", &format!("volumes/{v}"), None, 404, "itemNotFound");
+    assert_eq!(
+        a.ok("GET", &format!("volumes/{v}"), None, 200)["volume"]["os-vol-tenant-attr:tenant_id"],
+        json!(a.project)
+    );
+
+    // Types: update, spec show/put/delete, delete; hosts and zones.
+    let t = a.ok(
+        "POST",
+        "types",
+        Some(json!({"volume_type": {"name": "bronze", "extra_specs": {"k": "v"}}})),
+        200,
+    );
+    let bronze = t["volume_type"]["id"].as_str().expect("id").to_owned();
+    let u = a.ok(
+        "PUT",
+        &format!("types/{bronze}"),
+        Some(json!({"volume_type": {"description": "cheap"}})),
+        200,
+    );
+    assert_eq!(u["volume_type"]["description"], "cheap");
+    assert_eq!(
+        a.ok("GET", &format!("types/{bronze}/extra_specs/k"), None, 200)["k"],
+        "v"
+    );
+    a.ok(
+        "PUT",
+        &format!("types/{bronze}/extra_specs/k"),
+        Some(json!({"k": "w"})),
+        200,
+    );
+    a.fault(
+        "PUT",
+        &format!("types/{bronze}/extra_specs/k"),
+        Some(json!({"other": "w"})),
+        400,
+        "badRequest",
+    );
+    a.ok(
+        "DELETE",
+        &format!("types/{bronze}/extra_specs/k"),
+        None,
+        202,
+    );
+    a.fault(
+        "GET",
+        &format!("types/{bronze}/extra_specs/k"),
+        None,
+        404,
+        "itemNotFound",
+    );
+    assert_eq!(
+        alice.ok("GET", "types/default", None, 200)["volume_type"]["name"],
+        "__DEFAULT__"
+    );
+    a.ok("DELETE", &format!("types/{bronze}"), None, 202);
+    a.fault("GET", &format!("types/{bronze}"), None, 404, "itemNotFound");
+    let hosts = a.ok("GET", "os-hosts", None, 200);
+    let h = hosts["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .find(|h| h["service"] == "cinder-volume")
+        .expect("volume host")["host_name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    a.ok("GET", &format!("os-hosts/{h}"), None, 200);
+    alice.fault("GET", "os-hosts", None, 403, "forbidden");
+    let az = alice.ok("GET", "os-availability-zone", None, 200);
+    assert_eq!(az["availabilityZoneInfo"][0]["zoneName"], "nova");
+
+    // Snapshot update and the detailed list; a message list at 3.5 pages.
+    let v2 = a.create_volume(json!({"size": 1}));
+    let s = a.ok(
+        "POST",
+        "snapshots",
+        Some(json!({"snapshot": {"volume_id": v2}})),
+        202,
+    );
+    let sid = s["snapshot"]["id"].as_str().expect("id").to_owned();
+    a.wait_snapshot(&sid, "available");
+    let su = a.ok(
+        "PUT",
+        &format!("snapshots/{sid}"),
+        Some(json!({"snapshot": {"name": "renamed"}})),
+        200,
+    );
+    assert_eq!(su["snapshot"]["name"], "renamed");
+    let sd = a.ok("GET", "snapshots/detail?name=renamed", None, 200);
+    assert_eq!(
+        sd["snapshots"][0]["os-extended-snapshot-attributes:progress"],
+        "100%"
+    );
+    let m5 = Client {
+        version: "3.5".into(),
+        ..admin(&c)
+    };
+    assert_eq!(
+        m5.ok("GET", "messages?limit=1", None, 200)["messages"],
+        json!([])
+    );
+}
