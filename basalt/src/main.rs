@@ -32,13 +32,15 @@ enum Command {
     /// you may edit; then runs the datapath in the foreground until Ctrl-C or SIGTERM.
     ///
     /// `up` runs the datapath (the engine, the pool, a volume store on it (`pool`), an iSCSI
-    /// portal on 127.0.0.1:3260, NVMe/TCP on 127.0.0.1:4420 and the admin socket
-    /// `<data-dir>/datapath.sock`), the control plane (the metadata store
+    /// portal on 127.0.0.1:3260, NVMe/TCP on 127.0.0.1:4420, NBD on 127.0.0.1:10809 and the
+    /// admin socket `<data-dir>/datapath.sock`), the control plane (the metadata store
     /// `<data-dir>/basalt.db`, the scheduler and the volume manager of this node, configured
     /// in `<data-dir>/control.toml`) and the Cinder v3 API on 127.0.0.1:8776 with the
     /// built-in identity at /identity/v3. The bootstrap admin's credentials are written to
     /// `<data-dir>/admin-openrc`: `source basalt-data/admin-openrc && openstack volume list`.
-    /// The NBD target joins them when it lands.
+    /// NBD has no authentication (Basalt offers no TLS), so it stays on loopback: exports
+    /// are added with `basalt admin` ('{"op":"nbd_export_add","name":"v1","volume":"pool/v1"}')
+    /// and reached as nbd://127.0.0.1:10809/v1.
     Up(UpArgs),
 
     /// Run the control plane in the foreground until Ctrl-C or SIGTERM.
@@ -698,6 +700,8 @@ fn default_control_toml(dir: &Path) -> String {
          ring_socket = {sock}\n\
          iscsi_portal = \"127.0.0.1:3260\"\n\
          nvmf_portal = \"127.0.0.1:4420\"\n\
+         # NBD exports are for this host only (no authentication without TLS).\n\
+         nbd_portal = \"127.0.0.1:10809\"\n\
          \n\
          # The Cinder v3 API, with the built-in identity at /identity/v3.\n\
          [api]\n\
@@ -1088,6 +1092,29 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Where `up`'s datapath listens, as printed at start: iSCSI, NVMe/TCP and NBD.
+fn up_ports(cfg: &DatapathConfig) -> String {
+    let list = |what: &str, addrs: &[std::net::SocketAddr]| {
+        let a: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        format!("{what} {}", a.join(" "))
+    };
+    let mut parts = Vec::new();
+    if let Some(i) = &cfg.iscsi {
+        parts.push(list("iSCSI", &i.listen));
+    }
+    if let Some(n) = &cfg.nvmf {
+        parts.push(list("NVMe/TCP", &n.listen));
+    }
+    if let Some(n) = &cfg.nbd {
+        parts.push(list("NBD", &n.listen));
+    }
+    if parts.is_empty() {
+        "no target ports".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
 /// The configuration `up` writes on first start.
 fn default_datapath_toml(pool: &Path) -> String {
     let cores = std::thread::available_parallelism()
@@ -1118,6 +1145,11 @@ fn default_datapath_toml(pool: &Path) -> String {
          # NVMe/TCP port on loopback; subsystems are added with `basalt admin` or [[nvmf.subsystem]].\n\
          [nvmf]\n\
          listen = [\"127.0.0.1:4420\"]\n\
+         \n\
+         # NBD on loopback only (NBD has no authentication without TLS, which Basalt does not\n\
+         # offer); exports are added with `basalt admin` or [[nbd.export]].\n\
+         [nbd]\n\
+         listen = [\"127.0.0.1:10809\"]\n\
          \n\
          [admin]\n\
          socket = {socket}\n\
@@ -1207,10 +1239,11 @@ fn up(args: &UpArgs) -> Result<()> {
         ),
         None => "see docs/operations.md".to_owned(),
     };
+    let ports = up_ports(&cfg);
     eprintln!(
         "\nbasalt up: running from {data}\n\
          \x20 {api_line}\n\
-         \x20 iSCSI 127.0.0.1:3260, NVMe/TCP 127.0.0.1:4420, metadata {data}/basalt.db\n\
+         \x20 {ports}, metadata {data}/basalt.db\n\
          \x20 next: {next}\n\
          \x20 Ctrl-C stops everything.\n",
         data = dir.display(),
@@ -1242,6 +1275,7 @@ mod tests {
         let cfg = ControlConfig::parse(&text).expect("parses");
         assert_eq!(cfg.nodes.len(), 1);
         assert_eq!(cfg.nodes[0].lvs, "pool");
+        assert_eq!(cfg.nodes[0].nbd_portal.as_deref(), Some("127.0.0.1:10809"));
     }
 
     #[test]
@@ -1250,5 +1284,11 @@ mod tests {
         let cfg = DatapathConfig::parse(&text).expect("parses");
         assert_eq!(cfg.bdevs.len(), 1);
         assert!(cfg.engine_config().is_ok());
+        let nbd = cfg.nbd.as_ref().expect("NBD is on");
+        assert_eq!(nbd.listen, ["127.0.0.1:10809".parse().expect("addr")]);
+        assert_eq!(
+            up_ports(&cfg),
+            "iSCSI 127.0.0.1:3260, NVMe/TCP 127.0.0.1:4420, NBD 127.0.0.1:10809"
+        );
     }
 }

@@ -168,3 +168,4 @@ pub fn cpu_time(pid: u32) -> Duration {
 }
 pub mod http;
 pub mod iscsi;
+pub mod nbd;

@@ -124,6 +124,7 @@ socket = "{d}/ring.sock"
             max_over_subscription_ratio: 20.0,
             iscsi_portal: Some(format!("127.0.0.1:{}", self.port)),
             nvmf_portal: None,
+            nbd_portal: None,
         }
     }
 
@@ -519,6 +520,7 @@ fn control_child() {
         max_over_subscription_ratio: 20.0,
         iscsi_portal: Some("127.0.0.1:1".into()),
         nvmf_portal: None,
+        nbd_portal: None,
     };
     let sock = std::env::var("BASALT_CONTROL_SOCKET").expect("socket");
     let c = Control::new(db.clone(), SchedulerConfig::default());

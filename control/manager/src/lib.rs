@@ -645,7 +645,7 @@ impl Control {
         self.node_of_volume(&v)?.revert_volume(&v, &s)
     }
 
-    /// Exports a volume to `host` over `protocol` (`iscsi` or `nvmeof`).
+    /// Exports a volume to `host` over `protocol` (`iscsi`, `nvmeof` or `nbd`).
     ///
     /// # Errors
     /// As [`VolumeManager::export`].

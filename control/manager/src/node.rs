@@ -17,6 +17,8 @@ use crate::datapath::{Datapath, DpError};
 pub const IQN_PREFIX: &str = "iqn.2026-11.org.basalt:volume-";
 /// Prefix of every NVMe subsystem NQN Basalt makes for a volume.
 pub const NQN_PREFIX: &str = "nqn.2026-11.org.basalt:volume-";
+/// Prefix of every NBD export name Basalt makes for a volume (`volume-<uuid>`).
+pub const NBD_PREFIX: &str = "volume-";
 
 /// The datapath name of a volume.
 pub fn volume_name(id: &str) -> String {
@@ -54,6 +56,21 @@ pub struct NodeConfig {
     pub iscsi_portal: Option<String>,
     /// `host:port` hosts reach the node's NVMe/TCP target on.
     pub nvmf_portal: Option<String>,
+    /// `host:port` of the node's NBD target. NBD has no authentication and no allow-list
+    /// without TLS (which Basalt does not offer), so NBD exports are refused unless this is
+    /// a loopback address: they are for clients on the node itself.
+    pub nbd_portal: Option<String>,
+}
+
+/// Whether `portal` (`host:port`) is on the loopback interface: an IP loopback address
+/// (`127.0.0.0/8`, `[::1]`) or `localhost`.
+pub fn is_loopback_portal(portal: &str) -> bool {
+    if let Ok(a) = portal.parse::<std::net::SocketAddr>() {
+        return a.ip().is_loopback();
+    }
+    portal.rsplit_once(':').is_some_and(|(host, port)| {
+        host.eq_ignore_ascii_case("localhost") && port.parse::<u16>().is_ok()
+    })
 }
 
 impl NodeConfig {
@@ -360,6 +377,8 @@ impl VolumeManager {
             }
             "nvmeof" => json!({"op": "nvmf_subsystem_add", "nqn": e.target, "hosts": e.hosts,
                 "namespace": [{"nsid": 1, "volume": vol}]}),
+            // No allow-list: NBD exports are on loopback only (see `NodeConfig::nbd_portal`).
+            "nbd" => json!({"op": "nbd_export_add", "name": e.target, "volume": vol}),
             other => {
                 return Err(ManagerError::Invalid(format!("unknown protocol {other}")));
             }
@@ -371,6 +390,7 @@ impl VolumeManager {
     fn remove_export_on_datapath(&self, e: &Export) -> Result<(), ManagerError> {
         let req = match e.protocol.as_str() {
             "iscsi" => json!({"op": "iscsi_target_remove", "name": e.target}),
+            "nbd" => json!({"op": "nbd_export_remove", "name": e.target}),
             _ => json!({"op": "nvmf_subsystem_remove", "nqn": e.target}),
         };
         match self.call(req) {
@@ -401,6 +421,18 @@ impl VolumeManager {
                 Err(DpError::Failed { .. }) => Vec::new(),
                 Err(e) => return Err(e.into()),
             },
+            "nbd" => match self.call(json!({"op": "nbd_export_list"})) {
+                Ok(a) => a["exports"]
+                    .as_array()
+                    .map(|t| {
+                        t.iter()
+                            .filter_map(|x| x["name"].as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                Err(DpError::Failed { .. }) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            },
             _ => match self.call(json!({"op": "nvmf_subsystem_list"})) {
                 Ok(a) => a["subsystems"]
                     .as_array()
@@ -416,12 +448,16 @@ impl VolumeManager {
         })
     }
 
-    /// Lets `host` (an initiator IQN or a host NQN) reach volume `v` over `protocol`
-    /// (`iscsi` or `nvmeof`), and returns the export. The target is made on first use, with
-    /// CHAP credentials of its own for iSCSI; later hosts are added to its allow-list.
+    /// Lets `host` (an initiator IQN, a host NQN, or for NBD a name for the client) reach
+    /// volume `v` over `protocol` (`iscsi`, `nvmeof` or `nbd`), and returns the export. The
+    /// target is made on first use, with CHAP credentials of its own for iSCSI; later hosts are
+    /// added to its allow-list. An NBD export (named `volume-<uuid>`) has no allow-list and no
+    /// authentication: it is refused unless the node's NBD address is loopback, and its hosts
+    /// are only recorded (the export stays while any is left).
     ///
     /// # Errors
-    /// The protocol is not served by the node, or the datapath failed.
+    /// The protocol is not served by the node (for NBD, not on loopback), or the datapath
+    /// failed.
     pub fn export(&self, v: &Volume, protocol: &str, host: &str) -> Result<Export, ManagerError> {
         let existing = self
             .db
@@ -447,32 +483,58 @@ impl VolumeManager {
                 chap_user: None,
                 chap_secret: None,
             },
+            ("nbd", None) => Export {
+                volume_id: v.id.clone(),
+                protocol: "nbd".into(),
+                target: format!("{NBD_PREFIX}{}", v.id),
+                hosts: Vec::new(),
+                chap_user: None,
+                chap_secret: None,
+            },
             (other, None) => {
                 return Err(ManagerError::Invalid(format!(
-                    "protocol {other:?} is not one of iscsi, nvmeof"
+                    "protocol {other:?} is not one of iscsi, nvmeof, nbd"
                 )));
             }
         };
-        let portal = if protocol == "iscsi" {
-            &self.cfg.iscsi_portal
-        } else {
-            &self.cfg.nvmf_portal
+        let portal = match protocol {
+            "iscsi" => &self.cfg.iscsi_portal,
+            "nbd" => &self.cfg.nbd_portal,
+            _ => &self.cfg.nvmf_portal,
         };
-        if portal.is_none() {
+        let Some(portal) = portal else {
             return Err(ManagerError::Invalid(format!(
                 "node {} does not serve {protocol}",
                 self.cfg.host
             )));
+        };
+        if protocol == "nbd" && !is_loopback_portal(portal) {
+            return Err(ManagerError::Invalid(format!(
+                "node {}'s NBD address {portal} is not a loopback address: NBD has no \
+                 authentication without TLS, so NBD exports are for the local host only",
+                self.cfg.host
+            )));
         }
-        if e.hosts.iter().any(|h| h == host) && self.live_targets(protocol)?.contains(&e.target) {
+        let has_host = e.hosts.iter().any(|h| h == host);
+        // Asked only when the answer matters (a recorded iSCSI or NVMe export gaining a host
+        // is replaced whatever the datapath holds).
+        let live = (has_host || !recorded || protocol == "nbd")
+            && self.live_targets(protocol)?.contains(&e.target);
+        if has_host && live {
             return Ok(e);
         }
-        if !e.hosts.iter().any(|h| h == host) {
+        if !has_host {
             e.hosts.push(host.to_owned());
+        }
+        if protocol == "nbd" && live {
+            // No allow-list to change: only the record of who uses it.
+            self.db.put_export(&e)?;
+            tracing::info!(volume = %v.id, protocol, host, target = %e.target, "exported");
+            return Ok(e);
         }
         // The allow-list changes by replacing the target; a first export replaces only a
         // target a crash left behind.
-        if recorded || self.live_targets(protocol)?.contains(&e.target) {
+        if recorded || live {
             self.remove_export_on_datapath(&e)?;
         }
         self.add_export_on_datapath(&e)?;
@@ -496,6 +558,12 @@ impl VolumeManager {
             return Ok(());
         };
         e.hosts.retain(|h| h != host);
+        if e.protocol == "nbd" && !e.hosts.is_empty() {
+            // No allow-list: the export stays for the hosts left.
+            self.db.put_export(&e)?;
+            tracing::info!(volume = %v.id, protocol, host, "unexported");
+            return Ok(());
+        }
         self.remove_export_on_datapath(&e)?;
         if e.hosts.is_empty() {
             self.db.remove_export(&v.id, protocol)?;
@@ -516,7 +584,18 @@ impl VolumeManager {
     pub fn reconcile_exports(&self) -> Result<(usize, usize), ManagerError> {
         let want: Vec<Export> = self.db.list_exports(Some(&self.backend_address()))?;
         let (mut added, mut removed) = (0, 0);
-        for (protocol, prefix) in [("iscsi", IQN_PREFIX), ("nvmeof", NQN_PREFIX)] {
+        for (protocol, prefix) in [
+            ("iscsi", IQN_PREFIX),
+            ("nvmeof", NQN_PREFIX),
+            ("nbd", NBD_PREFIX),
+        ] {
+            if protocol == "nbd"
+                && self.cfg.nbd_portal.is_none()
+                && !want.iter().any(|e| e.protocol == "nbd")
+            {
+                // A node not configured for NBD is not asked (its datapath may have no [nbd]).
+                continue;
+            }
             let live = self.live_targets(protocol)?;
             for e in want.iter().filter(|e| e.protocol == protocol) {
                 if !live.contains(&e.target) {
@@ -682,5 +761,34 @@ impl From<DbError> for ManagerError {
 impl From<DpError> for ManagerError {
     fn from(e: DpError) -> Self {
         ManagerError::Datapath(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_portals_count_as_local() {
+        for p in [
+            "127.0.0.1:10809",
+            "127.1.2.3:1",
+            "[::1]:10809",
+            "localhost:10809",
+            "LOCALHOST:1",
+        ] {
+            assert!(is_loopback_portal(p), "{p}");
+        }
+        for p in [
+            "0.0.0.0:10809",
+            "10.0.0.1:10809",
+            "[::]:10809",
+            "storage-1:10809",
+            "localhost",
+            "localhost:x",
+            "",
+        ] {
+            assert!(!is_loopback_portal(p), "{p}");
+        }
     }
 }

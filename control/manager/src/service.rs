@@ -166,6 +166,10 @@ pub struct NodeSection {
     /// NVMe/TCP portal, if the node serves NVMe/TCP.
     #[serde(default)]
     pub nvmf_portal: Option<String>,
+    /// NBD address (`host:port`), if the node serves NBD. NBD has no authentication without
+    /// TLS, so NBD exports are refused unless this is a loopback address.
+    #[serde(default)]
+    pub nbd_portal: Option<String>,
     /// Percentage of the pool never scheduled.
     #[serde(default)]
     pub reserved_percentage: f64,
@@ -291,6 +295,7 @@ impl ControlService {
                     max_over_subscription_ratio: n.max_over_subscription_ratio,
                     iscsi_portal: n.iscsi_portal.clone(),
                     nvmf_portal: n.nvmf_portal.clone(),
+                    nbd_portal: n.nbd_portal.clone(),
                 },
                 db.clone(),
                 dp,
@@ -405,6 +410,7 @@ iscsi_portal = "127.0.0.1:3260"
         .expect("parses");
         assert_eq!(cfg.control.stats_interval_secs, 10);
         let n = &cfg.nodes[0];
+        assert!(n.nbd_portal.is_none(), "no NBD unless asked for");
         assert_eq!(
             (
                 n.backend.as_str(),

@@ -13,7 +13,8 @@
 //! `iscsi_target_remove`, `iscsi_lun_add` (`target` plus the fields of a LUN table),
 //! `iscsi_lun_remove` (`target`, `lun`), `iscsi_target_list`, `nvmf_subsystem_add` (the fields
 //! of an `[[nvmf.subsystem]]` table), `nvmf_subsystem_remove` (`nqn`), `nvmf_subsystem_list`,
-//! `volume_create` (the fields of a
+//! `nbd_export_add` (the fields of an `[[nbd.export]]` table), `nbd_export_remove` (`name`: its
+//! connections are closed), `nbd_export_list`, `volume_create` (the fields of a
 //! `[[volume]]` table), `volume_resize` (`lvs`, `name`, `size`), `volume_delete` (`lvs`,
 //! `name`), `volume_list` (`lvs`), `volume_get` (`lvs`, `name`), `volume_stats` (`lvs`, `name`:
 //! its I/O since the store was opened), `snapshot_create` (`lvs`,
@@ -39,7 +40,9 @@ use basalt_bdev::ByteSize;
 use serde::Deserialize;
 
 use crate::DatapathError;
-use crate::config::{IscsiTargetConfig, LunConfig, NvmfSubsystemConfig, VolumeConfig};
+use crate::config::{
+    IscsiTargetConfig, LunConfig, NbdExportConfig, NvmfSubsystemConfig, VolumeConfig,
+};
 use crate::exports::Exports;
 
 /// Longest request line accepted.
@@ -74,6 +77,11 @@ enum Request {
         nqn: String,
     },
     NvmfSubsystemList,
+    NbdExportAdd(NbdExportConfig),
+    NbdExportRemove {
+        name: String,
+    },
+    NbdExportList,
     VolumeCreate(VolumeConfig),
     VolumeResize {
         lvs: String,
@@ -302,6 +310,28 @@ fn handle(req: Request, ex: &Exports) -> Result<serde_json::Value, DatapathError
                 })
                 .collect();
             Ok(serde_json::json!({ "ok": true, "subsystems": subs }))
+        }
+        Request::NbdExportAdd(e) => ex.add_nbd_export(&e).map(|()| ok()),
+        Request::NbdExportRemove { name } => ex.remove_nbd_export(&name).map(|()| ok()),
+        Request::NbdExportList => {
+            let exports: Vec<serde_json::Value> = ex
+                .nbd_exports()?
+                .into_iter()
+                .map(|(c, x)| {
+                    let g = x.bdev.geometry();
+                    serde_json::json!({
+                        "name": c.name,
+                        "bdev": c.bdev,
+                        "volume": c.volume,
+                        "read_only": x.config.read_only,
+                        "description": x.config.description,
+                        "size": g.bytes(),
+                        "block_size": g.block_size,
+                        "connections": x.connections(),
+                    })
+                })
+                .collect();
+            Ok(serde_json::json!({ "ok": true, "exports": exports }))
         }
         Request::VolumeCreate(v) => {
             let id = ex.ensure_volume(&v)?;

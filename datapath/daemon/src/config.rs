@@ -49,6 +49,9 @@ pub struct DatapathConfig {
     /// The NVMe-oF/TCP target (off when absent).
     #[serde(default)]
     pub nvmf: Option<NvmfConfig>,
+    /// The NBD target (off when absent).
+    #[serde(default)]
+    pub nbd: Option<NbdConfig>,
     /// The local admin socket (off when absent).
     #[serde(default)]
     pub admin: Option<AdminConfig>,
@@ -111,6 +114,43 @@ pub struct NamespaceConfig {
     /// A volume as `<store>/<volume>`.
     #[serde(default)]
     pub volume: Option<String>,
+}
+
+/// `[nbd]`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NbdConfig {
+    /// Addresses to listen on. NBD has no authentication without TLS, which Basalt does not
+    /// offer: keep these on loopback.
+    #[serde(default = "default_nbd_listen")]
+    pub listen: Vec<std::net::SocketAddr>,
+    /// Exports.
+    #[serde(default, rename = "export")]
+    pub exports: Vec<NbdExportConfig>,
+}
+
+fn default_nbd_listen() -> Vec<std::net::SocketAddr> {
+    vec![std::net::SocketAddr::from(([127, 0, 0, 1], 10809))]
+}
+
+/// `[[nbd.export]]`: exactly one of `bdev` and `volume`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NbdExportConfig {
+    /// The export name clients ask for (`nbd://host:port/<name>`).
+    pub name: String,
+    /// A block device by name.
+    #[serde(default)]
+    pub bdev: Option<String>,
+    /// A volume as `<store>/<volume>`.
+    #[serde(default)]
+    pub volume: Option<String>,
+    /// Refuse writes.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Shown to clients (`nbdinfo`); the backing device's name when absent.
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 /// `[[lvs]]`: a volume store on a block device.
@@ -468,6 +508,19 @@ mod tests {
         assert!(e.reactor.busy_poll);
         assert_eq!(e.reactor.buffers.large_count, 8);
         assert_eq!(cfg.bdevs.len(), 2);
+    }
+
+    #[test]
+    fn nbd_section_parses_with_defaults() {
+        let cfg = DatapathConfig::parse(
+            "[nbd]\n[[nbd.export]]\nname = \"v\"\nvolume = \"pool/v\"\nread_only = true\n",
+        )
+        .expect("parses");
+        let nbd = cfg.nbd.expect("nbd");
+        assert_eq!(nbd.listen, default_nbd_listen());
+        assert_eq!(nbd.exports.len(), 1);
+        assert!(nbd.exports[0].read_only && nbd.exports[0].description.is_none());
+        assert!(DatapathConfig::parse("[nbd]\nport = 1\n").is_err());
     }
 
     #[test]

@@ -1,6 +1,5 @@
-//! What the datapath exports: volume stores opened on its block devices, volumes, and the
-//! logical units that iSCSI targets (later NVMe-oF subsystems and NBD exports) put in front of
-//! them.
+//! What the datapath exports: volume stores opened on its block devices, volumes, the logical
+//! units that iSCSI targets put in front of them, NVMe-oF subsystems and NBD exports.
 //!
 //! One [`LogicalUnit`] exists per backing device, whichever targets list it, so reservations and
 //! unit attentions are the device's, as SCSI requires. Changes made while the daemon runs (the
@@ -19,7 +18,8 @@ use basalt_scsi::{LogicalUnit, LuConfig};
 
 use crate::DatapathError;
 use crate::config::{
-    ChapConfig, IscsiTargetConfig, LunConfig, LvsConfig, NvmfSubsystemConfig, VolumeConfig,
+    ChapConfig, IscsiTargetConfig, LunConfig, LvsConfig, NbdExportConfig, NvmfSubsystemConfig,
+    VolumeConfig,
 };
 
 /// Rate of a SANITIZE overwrite or block erase, bytes per second.
@@ -47,6 +47,9 @@ pub struct Exports {
     nvmf: Option<Arc<NvmfTarget>>,
     /// NVMe namespaces by backing device: (subsystem NQN, NSID), for resize events.
     namespaces: Mutex<BTreeMap<Backing, Vec<(String, u32)>>>,
+    nbd: Option<Arc<basalt_nbd::NbdTarget>>,
+    /// NBD exports as asked for, by name (for idempotent adds and the list).
+    nbd_exports: Mutex<BTreeMap<String, NbdExportConfig>>,
     /// Where async store operations run.
     reactor: ReactorHandle,
 }
@@ -134,6 +137,7 @@ impl Exports {
         volumes: &[VolumeConfig],
         iscsi: Option<Arc<IscsiTarget>>,
         nvmf: Option<Arc<NvmfTarget>>,
+        nbd: Option<Arc<basalt_nbd::NbdTarget>>,
         reactor: ReactorHandle,
     ) -> Result<Exports, DatapathError> {
         let ex = Exports {
@@ -144,6 +148,8 @@ impl Exports {
             iscsi,
             nvmf,
             namespaces: Mutex::new(BTreeMap::new()),
+            nbd,
+            nbd_exports: Mutex::new(BTreeMap::new()),
             reactor,
         };
         for s in stores {
@@ -677,6 +683,111 @@ impl Exports {
         }
         tracing::info!(nqn, "NVMe subsystem removed");
         Ok(())
+    }
+
+    /// The NBD target, if configured.
+    pub fn nbd(&self) -> Option<&Arc<basalt_nbd::NbdTarget>> {
+        self.nbd.as_ref()
+    }
+
+    fn nbd_target(&self) -> Result<&Arc<basalt_nbd::NbdTarget>, DatapathError> {
+        self.nbd
+            .as_ref()
+            .ok_or_else(|| fail("NBD is not enabled (no [nbd] section)"))
+    }
+
+    /// Adds an NBD export. Asking again for an export that exists with the same settings is
+    /// answered as done; the name in use otherwise is `exists`, a missing device `not_found`.
+    ///
+    /// # Errors
+    /// No NBD target configured, a bad name or settings, a missing device, or a name in use.
+    pub fn add_nbd_export(&self, e: &NbdExportConfig) -> Result<(), DatapathError> {
+        let nbd = self.nbd_target()?;
+        basalt_nbd::valid_name(&e.name).map_err(|err| fail(err.to_string()))?;
+        let what = format!("NBD export {}", e.name);
+        let b = backing(&what, &e.bdev, &e.volume)?;
+        let mut asked = self.nbd_exports.lock().expect("nbd exports lock");
+        if let Some(have) = asked.get(&e.name) {
+            return if have == e {
+                Ok(())
+            } else {
+                Err(DatapathError::Exists(format!(
+                    "{what} (with other settings)"
+                )))
+            };
+        }
+        let (read_only, thin) = match &b {
+            Backing::Bdev(name) => {
+                if self.bdevs.get(name).is_none() {
+                    return Err(DatapathError::NotFound(format!("block device {name}")));
+                }
+                (false, false)
+            }
+            Backing::Volume { store, volume } => {
+                let (_, v) = self.volume(store, volume)?;
+                // A snapshot is read-only whatever was asked.
+                (v.read_only, true)
+            }
+        };
+        let (bdev, _) = self.device(&what, &b)?;
+        let description = e.description.clone().unwrap_or_else(|| match &b {
+            Backing::Bdev(name) => format!("block device {name}"),
+            Backing::Volume { store, volume } => format!("volume {store}/{volume}"),
+        });
+        let cfg = basalt_nbd::ExportConfig {
+            name: e.name.clone(),
+            description,
+            read_only: e.read_only || read_only,
+            thin,
+        };
+        nbd.add_export(cfg, bdev).map_err(|err| match err {
+            basalt_nbd::NbdError::Exists(_) => DatapathError::Exists(what.clone()),
+            other => fail(other.to_string()),
+        })?;
+        asked.insert(e.name.clone(), e.clone());
+        Ok(())
+    }
+
+    /// Removes an NBD export; its connections are closed (this waits, up to a few seconds,
+    /// until they have let go of the device, so the volume can be deleted next).
+    ///
+    /// # Errors
+    /// No NBD target, or no such export (`not_found`).
+    pub fn remove_nbd_export(&self, name: &str) -> Result<(), DatapathError> {
+        let nbd = self.nbd_target()?;
+        let mut asked = self.nbd_exports.lock().expect("nbd exports lock");
+        let gone = nbd.remove_export(name).map_err(|err| match err {
+            basalt_nbd::NbdError::NotFound(_) => {
+                DatapathError::NotFound(format!("NBD export {name}"))
+            }
+            other => fail(other.to_string()),
+        })?;
+        asked.remove(name);
+        drop(asked);
+        if !gone.wait_closed(std::time::Duration::from_secs(5)) {
+            tracing::warn!(
+                export = name,
+                connections = gone.connections(),
+                "NBD export removed, but connections still hold its device"
+            );
+        }
+        Ok(())
+    }
+
+    /// The NBD exports: settings as asked for, and each export's live state.
+    ///
+    /// # Errors
+    /// No NBD target.
+    pub fn nbd_exports(
+        &self,
+    ) -> Result<Vec<(NbdExportConfig, Arc<basalt_nbd::Export>)>, DatapathError> {
+        let nbd = self.nbd_target()?;
+        let asked = self.nbd_exports.lock().expect("nbd exports lock");
+        Ok(nbd
+            .exports()
+            .into_iter()
+            .filter_map(|x| asked.get(&x.config.name).map(|c| (c.clone(), x)))
+            .collect())
     }
 
     /// Adds an iSCSI target node with its LUNs.

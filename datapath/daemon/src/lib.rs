@@ -2,8 +2,9 @@
 //! opens the block devices, and runs until SIGINT or SIGTERM, then shuts down cleanly (tasks
 //! cancelled, in-flight I/O drained, files closed).
 //!
-//! The `basalt` binary's `datapath` and `up` subcommands are thin shells over [`Datapath`].
-//! Later layers (volume store, exports, targets, the control rings) start here too.
+//! The `basalt` binary's `datapath` and `up` subcommands are thin shells over [`Datapath`],
+//! which also opens the volume stores, the exports, the iSCSI, NVMe/TCP and NBD targets, the
+//! admin socket and the control rings.
 
 #![deny(missing_docs)]
 
@@ -55,6 +56,8 @@ pub enum DatapathError {
     Signals(#[source] std::io::Error),
     /// {0} does not exist
     NotFound(String),
+    /// {0} exists already
+    Exists(String),
     /// {what}: {source}
     Store {
         /// What was being done.
@@ -72,6 +75,7 @@ impl DatapathError {
         use basalt_lvol::StoreError as S;
         match self {
             DatapathError::NotFound(_) => "not_found",
+            DatapathError::Exists(_) => "exists",
             DatapathError::Store { source, .. } => match source {
                 S::NoVolume(_) => "not_found",
                 S::NameTaken(_) => "exists",
@@ -165,14 +169,36 @@ impl Datapath {
                 engine.reactors().to_vec(),
             )
         });
+        let nbd = cfg.nbd.as_ref().map(|_| {
+            basalt_nbd::NbdTarget::new(
+                basalt_nbd::ConnConfig::default(),
+                engine.reactors().to_vec(),
+            )
+        });
         let exports = Arc::new(Exports::open(
             bdevs.clone(),
             &cfg.stores,
             &cfg.volumes,
             iscsi.clone(),
             nvmf.clone(),
+            nbd.clone(),
             engine.reactor(0).clone(),
         )?);
+        if let (Some(nc), Some(target)) = (&cfg.nbd, &nbd) {
+            for e in &nc.exports {
+                exports.add_nbd_export(e)?;
+            }
+            for addr in &nc.listen {
+                if !addr.ip().is_loopback() {
+                    tracing::warn!(%addr, "NBD has no authentication (no TLS): anyone who reaches this address can read and write every export");
+                }
+                let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+                    DatapathError::Config(format!("cannot listen for NBD on {addr}: {e}"))
+                })?;
+                basalt_nbd::serve(target.clone(), listener)?;
+                tracing::info!(%addr, exports = nc.exports.len(), "NBD port up");
+            }
+        }
         if let (Some(nc), Some(target)) = (&cfg.nvmf, &nvmf) {
             for s in &nc.subsystems {
                 exports.add_nvmf_subsystem(s)?;
@@ -316,6 +342,47 @@ mod tests {
         assert_eq!(dp.bdevs().len(), 2);
         let pool = dp.bdevs().get("pool0").expect("declared");
         assert_eq!(pool.geometry().num_blocks, (8 << 20) / 512);
+        dp.shutdown();
+    }
+
+    #[test]
+    fn nbd_exports_are_added_listed_and_removed_with_codes() {
+        let cfg = DatapathConfig::parse(
+            "[engine]\npin = false\n[engine.buffers]\nsmall_count = 16\nlarge_count = 4\n\
+             [[bdev]]\nmodule = \"malloc\"\nname = \"ram0\"\nsize = \"1M\"\n\
+             [nbd]\nlisten = [\"127.0.0.1:0\"]\n\
+             [[nbd.export]]\nname = \"ram\"\nbdev = \"ram0\"\n",
+        )
+        .expect("parses");
+        let dp = Datapath::start(&cfg).expect("starts");
+        let ex = dp.exports();
+        let call = |j: &str| admin::dispatch(j.as_bytes(), ex);
+        let add = r#"{"op":"nbd_export_add","name":"ram","bdev":"ram0"}"#;
+        assert_eq!(call(add)["ok"], true, "the same settings again: done");
+        let v = call(r#"{"op":"nbd_export_add","name":"ram","bdev":"ram0","read_only":true}"#);
+        assert_eq!(v["code"], "exists", "{v}");
+        let v = call(r#"{"op":"nbd_export_add","name":"x","bdev":"nope"}"#);
+        assert_eq!(v["code"], "not_found", "{v}");
+        let v = call(r#"{"op":"nbd_export_list"}"#);
+        assert_eq!(v["exports"][0]["name"], "ram", "{v}");
+        assert_eq!(v["exports"][0]["size"], 1 << 20, "{v}");
+        assert_eq!(v["exports"][0]["description"], "block device ram0", "{v}");
+        assert_eq!(
+            call(r#"{"op":"nbd_export_remove","name":"ram"}"#)["ok"],
+            true
+        );
+        let v = call(r#"{"op":"nbd_export_remove","name":"ram"}"#);
+        assert_eq!(v["code"], "not_found", "{v}");
+        assert_eq!(call(add)["ok"], true, "added again");
+        dp.shutdown();
+        // Without [nbd] the operations are refused as invalid.
+        let cfg = DatapathConfig::parse(
+            "[engine]\npin = false\n[engine.buffers]\nsmall_count = 16\nlarge_count = 4\n",
+        )
+        .expect("parses");
+        let dp = Datapath::start(&cfg).expect("starts");
+        let v = admin::dispatch(br#"{"op":"nbd_export_list"}"#, dp.exports());
+        assert_eq!(v["code"], "invalid", "{v}");
         dp.shutdown();
     }
 
