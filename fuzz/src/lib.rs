@@ -19,12 +19,16 @@ use basalt_bench::TargetSpec;
 use basalt_bench::verify::{self, HEADER_LEN, Header, Mismatch};
 use basalt_datapath::DatapathConfig;
 
+pub mod api;
 pub mod iscsi;
 pub mod lvstore;
+pub mod nbd;
 pub mod nvmf;
 pub mod ring;
+pub use api::api_request;
 pub use iscsi::{iscsi_conn, iscsi_pdu, iscsi_text, scsi_cdb};
 pub use lvstore::lvol_store;
+pub use nbd::nbd_conn;
 pub use nvmf::{nvmf_cmd, nvmf_conn, nvmf_pdu};
 pub use ring::ring_msg;
 
@@ -47,6 +51,8 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("nvmf_cmd", nvmf_cmd),
     ("nvmf_conn", nvmf_conn),
     ("ring_msg", ring_msg),
+    ("api_request", api_request),
+    ("nbd_conn", nbd_conn),
 ];
 
 /// Little-endian field reader over the fuzz input; reads past the end as zeros.
