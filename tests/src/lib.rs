@@ -166,6 +166,7 @@ pub fn cpu_time(pid: u32) -> Duration {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     Duration::from_secs_f64(ticks as f64 / hz as f64)
 }
+pub mod cloud;
 pub mod http;
 pub mod iscsi;
 pub mod nbd;

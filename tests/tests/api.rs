@@ -4,186 +4,12 @@
 #![allow(clippy::tests_outside_test_module)] // an integration test file is its own test crate
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use basalt_tests::cloud::Cloud;
 use basalt_tests::http::{Reply, request};
 use basalt_tests::iscsi::Initiator;
-use basalt_tests::{Daemon, bin};
 use serde_json::{Value, json};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// A `basalt up` on its own ports.
-struct Cloud {
-    dir: PathBuf,
-    api: SocketAddr,
-    iscsi: u16,
-    _daemon: Daemon,
-    _tmp: tempfile::TempDir,
-}
-
-impl Cloud {
-    fn start(auth: &str) -> Cloud {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let dir = tmp.path().join("data");
-        std::fs::create_dir_all(&dir).expect("dir");
-        let (api, iscsi, nvmf) = (free_port(), free_port(), free_port());
-        let d = dir.display();
-        std::fs::write(
-            dir.join("datapath.toml"),
-            format!(
-                r#"[engine]
-cores = 1
-pin = false
-
-[[bdev]]
-module = "uring"
-name = "pool0"
-path = "{d}/pool.img"
-
-[[lvs]]
-bdev = "pool0"
-name = "pool"
-create = true
-cluster_size = "256K"
-
-[iscsi]
-listen = ["127.0.0.1:{iscsi}"]
-
-[nvmf]
-listen = ["127.0.0.1:{nvmf}"]
-
-[admin]
-socket = "{d}/datapath.sock"
-
-[ring]
-socket = "{d}/ring.sock"
-"#
-            ),
-        )
-        .expect("datapath.toml");
-        std::fs::write(
-            dir.join("control.toml"),
-            format!(
-                r#"[control]
-database = "{d}/basalt.db"
-stats_interval_secs = 1
-
-[[node]]
-host = "node1"
-ring_socket = "{d}/ring.sock"
-iscsi_portal = "127.0.0.1:{iscsi}"
-nvmf_portal = "127.0.0.1:{nvmf}"
-
-[api]
-listen = "127.0.0.1:{api}"
-auth_strategy = "{auth}"
-"#
-            ),
-        )
-        .expect("control.toml");
-        let mut cmd = Command::new(bin("basalt"));
-        cmd.args(["up", "--pool-size", "8G", "--data-dir"])
-            .arg(&dir);
-        let mut daemon = Daemon::spawn(cmd);
-        daemon.wait_for("basalt up: Ctrl-C to stop", Duration::from_secs(60));
-        let c = Cloud {
-            dir,
-            api: SocketAddr::from(([127, 0, 0, 1], api)),
-            iscsi,
-            _daemon: daemon,
-            _tmp: tmp,
-        };
-        // The node reports within a stats interval; until then nothing can be placed.
-        let t = c.admin_token();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let r = request(
-                c.api,
-                "GET",
-                "/v3/os-availability-zone",
-                &[("X-Auth-Token", &t)],
-                None,
-            )
-            .expect("az");
-            if r.json["availabilityZoneInfo"][0]["zoneState"]["available"] == json!(true) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the node never came up: {}",
-                r.json
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        c
-    }
-
-    fn openrc_password(&self) -> Option<String> {
-        let rc = std::fs::read_to_string(self.dir.join("admin-openrc")).ok()?;
-        rc.lines().find_map(|l| {
-            l.strip_prefix("export OS_PASSWORD=")
-                .map(|v| v.trim_matches('\'').to_owned())
-        })
-    }
-
-    fn admin_token(&self) -> String {
-        match self.openrc_password() {
-            Some(p) => self.token("admin", &p, "admin").0,
-            None => "admin:admin".into(),
-        }
-    }
-
-    /// A project-scoped token: (token, project id).
-    fn token(&self, user: &str, password: &str, project: &str) -> (String, String) {
-        let body = json!({"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {
-                "name": user, "domain": {"id": "default"}, "password": password}}},
-            "scope": {"project": {"name": project, "domain": {"id": "default"}}}}});
-        let r = request(
-            self.api,
-            "POST",
-            "/identity/v3/auth/tokens",
-            &[],
-            Some(body.to_string().as_bytes()),
-        )
-        .expect("token");
-        assert_eq!(r.status, 201, "token for {user}: {:?}", r.json);
-        (
-            r.header("x-subject-token")
-                .expect("token header")
-                .to_owned(),
-            r.json["token"]["project"]["id"]
-                .as_str()
-                .expect("project")
-                .to_owned(),
-        )
-    }
-
-    fn identity(&self, args: &[&str]) -> String {
-        let out = Command::new(bin("basalt"))
-            .arg("identity")
-            .args(args)
-            .arg("--database")
-            .arg(self.dir.join("identity.db"))
-            .output()
-            .expect("basalt identity");
-        assert!(
-            out.status.success(),
-            "basalt identity {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
 
 /// A client: token, project, microversion.
 struct Client<'a> {
@@ -282,7 +108,7 @@ impl Client<'_> {
 }
 
 fn admin(c: &Cloud) -> Client<'_> {
-    let p = c.openrc_password().expect("openrc");
+    let p = c.openrc().get("OS_PASSWORD").cloned().expect("openrc");
     let (token, project) = c.token("admin", &p, "admin");
     Client {
         cloud: c,

@@ -8,13 +8,11 @@
 #![allow(clippy::tests_outside_test_module)] // an integration test file is its own test crate
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use basalt_tests::http::request;
-use basalt_tests::{Daemon, bin};
+use basalt_tests::cloud::Cloud;
 use serde_json::{Value, json};
 
 /// How long one client command may take before it counts as hung.
@@ -38,161 +36,16 @@ fn require(tool: &str) {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// A `basalt up` on its own ports.
-struct Cloud {
-    dir: PathBuf,
-    api: SocketAddr,
-    iscsi: u16,
-    _daemon: Daemon,
-    _tmp: tempfile::TempDir,
-}
-
-impl Cloud {
-    fn start(auth: &str) -> Cloud {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let dir = tmp.path().join("data");
-        std::fs::create_dir_all(&dir).expect("dir");
-        let (api, iscsi, nvmf) = (free_port(), free_port(), free_port());
-        let d = dir.display();
-        std::fs::write(
-            dir.join("datapath.toml"),
-            format!(
-                r#"[engine]
-cores = 1
-pin = false
-
-[[bdev]]
-module = "uring"
-name = "pool0"
-path = "{d}/pool.img"
-
-[[lvs]]
-bdev = "pool0"
-name = "pool"
-create = true
-cluster_size = "256K"
-
-[iscsi]
-listen = ["127.0.0.1:{iscsi}"]
-
-[nvmf]
-listen = ["127.0.0.1:{nvmf}"]
-
-[admin]
-socket = "{d}/datapath.sock"
-
-[ring]
-socket = "{d}/ring.sock"
-"#
-            ),
-        )
-        .expect("datapath.toml");
-        std::fs::write(
-            dir.join("control.toml"),
-            format!(
-                r#"[control]
-database = "{d}/basalt.db"
-stats_interval_secs = 1
-
-[[node]]
-host = "node1"
-ring_socket = "{d}/ring.sock"
-iscsi_portal = "127.0.0.1:{iscsi}"
-nvmf_portal = "127.0.0.1:{nvmf}"
-
-[api]
-listen = "127.0.0.1:{api}"
-auth_strategy = "{auth}"
-"#
-            ),
-        )
-        .expect("control.toml");
-        let mut cmd = Command::new(bin("basalt"));
-        cmd.args(["up", "--pool-size", "8G", "--data-dir"])
-            .arg(&dir);
-        let mut daemon = Daemon::spawn(cmd);
-        daemon.wait_for("basalt up: Ctrl-C to stop", Duration::from_secs(60));
-        let c = Cloud {
-            dir,
-            api: SocketAddr::from(([127, 0, 0, 1], api)),
-            iscsi,
-            _daemon: daemon,
-            _tmp: tmp,
-        };
-        c.wait_for_the_node();
-        c
-    }
-
-    /// The node reports within a stats interval; until then nothing can be placed.
-    fn wait_for_the_node(&self) {
-        let token = match self.openrc().get("OS_PASSWORD") {
-            Some(p) => self.admin_token(p),
-            None => "admin:admin".into(),
-        };
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            let r = request(
-                self.api,
-                "GET",
-                "/v3/os-availability-zone",
-                &[("X-Auth-Token", &token)],
-                None,
-            )
-            .expect("az");
-            if r.json["availabilityZoneInfo"][0]["zoneState"]["available"] == json!(true) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the node never came up: {}",
-                r.json
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn admin_token(&self, password: &str) -> String {
-        let body = json!({"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {
-                "name": "admin", "domain": {"id": "default"}, "password": password}}},
-            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}});
-        let r = request(
-            self.api,
-            "POST",
-            "/identity/v3/auth/tokens",
-            &[],
-            Some(body.to_string().as_bytes()),
-        )
-        .expect("token");
-        assert_eq!(r.status, 201, "admin token: {:?}", r.json);
-        r.header("x-subject-token")
-            .expect("token header")
-            .to_owned()
-    }
-
-    /// The variables `admin-openrc` exports (what `source admin-openrc` would set); empty
-    /// without the built-in identity.
-    fn openrc(&self) -> BTreeMap<String, String> {
-        let Ok(text) = std::fs::read_to_string(self.dir.join("admin-openrc")) else {
-            return BTreeMap::new();
-        };
-        text.lines()
-            .filter_map(|l| l.trim().strip_prefix("export "))
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_owned(), shell_unquote(v)))
-            .collect()
-    }
-
+/// What the client tests add to the shared `basalt up` harness.
+trait Clients {
     /// A client authenticating as `admin-openrc` says (password auth against the built-in
     /// identity, the endpoint from its catalog).
+    fn sourced(&self, program: &'static str) -> Client;
+    /// The v3 endpoint without a project, for `--os-endpoint`.
+    fn v3(&self) -> String;
+}
+
+impl Clients for Cloud {
     fn sourced(&self, program: &'static str) -> Client {
         let env = self.openrc();
         for k in [
@@ -210,17 +63,9 @@ auth_strategy = "{auth}"
         }
     }
 
-    /// The v3 endpoint without a project, for `--os-endpoint`.
     fn v3(&self) -> String {
         format!("http://{}/v3", self.api)
     }
-}
-
-/// A shell word from `admin-openrc`: single-quoted, with `'\''` for a quote.
-fn shell_unquote(v: &str) -> String {
-    v.strip_prefix('\'')
-        .and_then(|s| s.strip_suffix('\''))
-        .map_or_else(|| v.to_owned(), |s| s.replace("'\\''", "'"))
 }
 
 /// What a command printed.
