@@ -37,6 +37,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bufs;
 pub mod config;
 mod error;
 pub mod io;

@@ -2,16 +2,9 @@
 //! one mapping of block-device errors to NBD error values.
 //!
 //! A command's data moves in chunks of at most [`chunk_size`] bytes (1 MiB with the default
-//! pool, less with a small one), each in registered buffers taken all at once. When the pool is
-//! short, a command queues behind this core's allocation gate, which lets one command at a
-//! time wait for buffers piecemeal; without it, several large commands could each hold part
-//! of the pool while waiting for the rest, and none would finish.
-
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+//! pool, less with a small one), each in registered buffers taken all at once
+//! ([`basalt_bdev::bufs`]: when the pool is short, a command queues behind the core's
+//! allocation gate, shared with the other targets on the core).
 
 use basalt_bdev::{IoChannel, IoError, IoKind, IoVecs, Lba};
 use basalt_engine::BufPool;
@@ -62,76 +55,7 @@ pub fn chunk_size(pool: &BufPool, block_size: u32) -> usize {
     (chunk / bs * bs).max(bs)
 }
 
-thread_local! {
-    static GATE_HELD: Cell<bool> = const { Cell::new(false) };
-    static GATE_WAITERS: RefCell<VecDeque<Waker>> = const { RefCell::new(VecDeque::new()) };
-}
-
-struct Gate;
-
-impl Future for Gate {
-    type Output = GateGuard;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<GateGuard> {
-        if !GATE_HELD.with(Cell::get) {
-            GATE_HELD.with(|h| h.set(true));
-            return Poll::Ready(GateGuard);
-        }
-        GATE_WAITERS.with(|w| {
-            let mut w = w.borrow_mut();
-            if !w.iter().any(|x| x.will_wake(cx.waker())) {
-                w.push_back(cx.waker().clone());
-            }
-        });
-        Poll::Pending
-    }
-}
-
-struct GateGuard;
-
-impl Drop for GateGuard {
-    fn drop(&mut self) {
-        GATE_HELD.with(|h| h.set(false));
-        let next = GATE_WAITERS.with(|w| w.borrow_mut().pop_front());
-        if let Some(w) = next {
-            w.wake();
-        }
-    }
-}
-
-fn sizes(bytes: usize, max: usize) -> impl Iterator<Item = usize> {
-    let max = max.max(1);
-    (0..bytes.div_ceil(max)).map(move |i| (bytes - i * max).min(max))
-}
-
-/// Registered buffers holding `bytes` bytes in all (see the module documentation).
-pub async fn alloc(pool: &BufPool, bytes: usize) -> IoVecs {
-    let max = pool.max_size();
-    let mut v = IoVecs::new();
-    let mut short = false;
-    for len in sizes(bytes, max) {
-        match pool.try_alloc(len) {
-            Ok(Some(b)) => v.push(b),
-            _ => {
-                short = true;
-                break;
-            }
-        }
-    }
-    if !short {
-        return v;
-    }
-    drop(v);
-    let _gate = Gate.await;
-    let mut v = IoVecs::new();
-    for len in sizes(bytes, max) {
-        match pool.alloc(len) {
-            Ok(a) => v.push(a.await),
-            Err(_) => break, // cannot happen: every size is at most max_size
-        }
-    }
-    v
-}
+pub use basalt_bdev::bufs::alloc;
 
 fn pool() -> BufPool {
     basalt_engine::current().pool().clone()
@@ -344,11 +268,5 @@ mod tests {
         for (e, kind, want) in cases {
             assert_eq!(errno(&e, kind), want, "{e}");
         }
-    }
-
-    #[test]
-    fn sizes_split_at_the_pool_maximum() {
-        assert_eq!(sizes(0, 128).count(), 0);
-        assert_eq!(sizes(300, 128).collect::<Vec<_>>(), vec![128, 128, 44]);
     }
 }
