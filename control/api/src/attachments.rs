@@ -11,9 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use basalt_db::{
-    Attachment, AttachmentChange, DbError, NewAttachment, Timestamp, Volume, VolumeChange,
-};
+use basalt_db::{Attachment, AttachmentChange, NewAttachment, Timestamp, Volume, VolumeChange};
 use serde_json::{Map, Value, json};
 
 use crate::body::{self, Body};
@@ -89,15 +87,9 @@ fn need_27(ctx: &Ctx) -> Result<(), ApiError> {
 
 /// An attachment the caller may see (its volume's project), or 404.
 fn visible(state: &ApiState, ctx: &Ctx, id: &str) -> Result<Attachment, ApiError> {
-    let gone = || ApiError::not_found(format!("VolumeAttachment {id} could not be found."));
-    let a = state.db().get_attachment(id).map_err(|e| match e {
-        DbError::NotFound { .. } => gone(),
-        o => o.into(),
-    })?;
-    if !ctx.sees(&a.project_id) {
-        return Err(gone());
-    }
-    Ok(a)
+    ctx.visible("VolumeAttachment", id, state.db().get_attachment(id), |a| {
+        &a.project_id
+    })
 }
 
 /// Which protocol and which allow-list entry a connector gets: iSCSI with its initiator IQN

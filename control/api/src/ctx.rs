@@ -86,6 +86,30 @@ impl Ctx {
         self.is_admin() || project == self.project()
     }
 
+    /// A row the store answered, as the caller may see it: 404 (`{kind} {id} could not be
+    /// found.`) when it does not exist or belongs to a project the caller cannot see (another
+    /// project's resources do not exist for it, as in Cinder).
+    ///
+    /// # Errors
+    /// 404, or the store's own failure.
+    pub fn visible<T>(
+        &self,
+        kind: &str,
+        id: &str,
+        found: Result<T, basalt_db::DbError>,
+        project: impl FnOnce(&T) -> &str,
+    ) -> Result<T, ApiError> {
+        let gone = || ApiError::not_found(format!("{kind} {id} could not be found."));
+        let row = found.map_err(|e| match e {
+            basalt_db::DbError::NotFound { .. } => gone(),
+            o => o.into(),
+        })?;
+        if !self.sees(project(&row)) {
+            return Err(gone());
+        }
+        Ok(row)
+    }
+
     /// Enforces `rule` against a resource of `project` (and `user`).
     ///
     /// # Errors

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use basalt_db::{DbError, Field, FilterOp, ListQuery, Message, NewMessage, Timestamp, Val};
+use basalt_db::{Field, FilterOp, ListQuery, Message, NewMessage, Timestamp, Val};
 use serde_json::{Value, json};
 
 use crate::ctx::Ctx;
@@ -81,15 +81,7 @@ fn need_3(ctx: &Ctx) -> Result<(), ApiError> {
 }
 
 fn visible(state: &ApiState, ctx: &Ctx, id: &str) -> Result<Message, ApiError> {
-    let gone = || ApiError::not_found(format!("Message {id} could not be found."));
-    let m = state.db().get_message(id).map_err(|e| match e {
-        DbError::NotFound { .. } => gone(),
-        o => o.into(),
-    })?;
-    if !ctx.sees(&m.project_id) {
-        return Err(gone());
-    }
-    Ok(m)
+    ctx.visible("Message", id, state.db().get_message(id), |m| &m.project_id)
 }
 
 async fn list(

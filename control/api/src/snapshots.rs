@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use basalt_db::{DbError, NewSnapshot, Snapshot, SnapshotChange};
+use basalt_db::{NewSnapshot, Snapshot, SnapshotChange};
 use basalt_manager::Accepted;
 use serde_json::{Value, json};
 
@@ -38,15 +38,9 @@ pub fn routes() -> Router<Arc<ApiState>> {
 /// # Errors
 /// 404.
 pub fn visible_snapshot(state: &ApiState, ctx: &Ctx, id: &str) -> Result<Snapshot, ApiError> {
-    let gone = || ApiError::not_found(format!("Snapshot {id} could not be found."));
-    let s = state.db().get_snapshot(id).map_err(|e| match e {
-        DbError::NotFound { .. } => gone(),
-        o => o.into(),
-    })?;
-    if !ctx.sees(&s.project_id) {
-        return Err(gone());
-    }
-    Ok(s)
+    ctx.visible("Snapshot", id, state.db().get_snapshot(id), |s| {
+        &s.project_id
+    })
 }
 
 async fn list(State(state): St, ctx: Ctx, Query(q): Pairs) -> Result<Response, ApiError> {

@@ -108,15 +108,9 @@ fn check_version(ctx: &Ctx, new: bool) -> Result<(), ApiError> {
 }
 
 fn visible(state: &ApiState, ctx: &Ctx, id: &str) -> Result<Transfer, ApiError> {
-    let gone = || ApiError::not_found(format!("Transfer {id} could not be found."));
-    let t = state.db().get_transfer(id).map_err(|e| match e {
-        DbError::NotFound { .. } => gone(),
-        o => o.into(),
-    })?;
-    if !ctx.sees(&t.source_project_id) {
-        return Err(gone());
-    }
-    Ok(t)
+    ctx.visible("Transfer", id, state.db().get_transfer(id), |t| {
+        &t.source_project_id
+    })
 }
 
 async fn create(

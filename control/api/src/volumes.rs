@@ -39,15 +39,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
 /// # Errors
 /// 404.
 pub fn visible_volume(state: &ApiState, ctx: &Ctx, id: &str) -> Result<Volume, ApiError> {
-    let gone = || ApiError::not_found(format!("Volume {id} could not be found."));
-    let v = state.db().get_volume(id).map_err(|e| match e {
-        DbError::NotFound { .. } => gone(),
-        other => other.into(),
-    })?;
-    if !ctx.sees(&v.project_id) {
-        return Err(gone());
-    }
-    Ok(v)
+    ctx.visible("Volume", id, state.db().get_volume(id), |v| &v.project_id)
 }
 
 /// The `attachments` items of a volume's view (attached ones).
@@ -261,17 +253,7 @@ async fn create(State(state): St, ctx: Ctx, Body(b): Body) -> Result<Response, A
         // The source decides size and zone when they are not given.
         let (mut size_gb, mut zone, mut type_id) = (size, az.clone(), None);
         if let Some(sid) = &snapshot_id {
-            let s = db.get_snapshot(sid).map_err(|e| match e {
-                DbError::NotFound { .. } => {
-                    ApiError::not_found(format!("Snapshot {sid} could not be found."))
-                }
-                o => o.into(),
-            })?;
-            if !ctx.sees(&s.project_id) {
-                return Err(ApiError::not_found(format!(
-                    "Snapshot {sid} could not be found."
-                )));
-            }
+            let s = crate::snapshots::visible_snapshot(state, &ctx, sid)?;
             let src = db.get_volume(&s.volume_id)?;
             size_gb.get_or_insert(s.size_gb);
             zone.get_or_insert(src.availability_zone.clone());
@@ -907,18 +889,7 @@ async fn revert(
         let sid = sid.clone();
         let ctx = ctx.clone();
         blocking(state, move |state| {
-            let s = state.db().get_snapshot(&sid).map_err(|e| match e {
-                DbError::NotFound { .. } => {
-                    ApiError::not_found(format!("Snapshot {sid} could not be found."))
-                }
-                o => o.into(),
-            })?;
-            if !ctx.sees(&s.project_id) {
-                return Err(ApiError::not_found(format!(
-                    "Snapshot {sid} could not be found."
-                )));
-            }
-            Ok(())
+            crate::snapshots::visible_snapshot(state, &ctx, &sid).map(|_| ())
         })
         .await?;
     }
